@@ -1,0 +1,356 @@
+#include "format/reader.hpp"
+
+#include <cerrno>
+#include <cstring>
+
+#include "format/block.hpp"
+
+namespace memray::format {
+
+namespace {
+
+// Ids are dense (the payload hands them out sequentially), so a record that jumps far ahead is
+// corruption; refusing it keeps a hostile file from making us allocate gigabytes.
+constexpr uint64_t k_max_id_jump = 1u << 20;
+
+uint32_t get_le32(const uint8_t* p) {
+    return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
+
+// Cursor over a byte range; every read is bounds-checked and reports failure through `ok`.
+struct Cursor {
+    const uint8_t* pos;
+    const uint8_t* end;
+    bool ok = true;
+
+    uint8_t u8() {
+        if (pos >= end) {
+            ok = false;
+            return 0;
+        }
+        return *pos++;
+    }
+    uint64_t varint() {
+        // Fast path: the common one- and two-byte values without a loop.
+        if (end - pos >= 2) {
+            uint8_t b0 = pos[0];
+            if (b0 < 0x80) {
+                pos += 1;
+                return b0;
+            }
+            uint8_t b1 = pos[1];
+            if (b1 < 0x80) {
+                pos += 2;
+                return uint64_t(b0 & 0x7f) | uint64_t(b1) << 7;
+            }
+        }
+        uint64_t v = 0;
+        for (int shift = 0; shift < 64; shift += 7) {
+            if (pos >= end) {
+                ok = false;
+                return 0;
+            }
+            uint8_t b = *pos++;
+            v |= uint64_t(b & 0x7f) << shift;
+            if (b < 0x80) return v;
+        }
+        ok = false;  // more than 10 bytes
+        return 0;
+    }
+    int64_t zvarint() {
+        uint64_t v = varint();
+        return int64_t(v >> 1) ^ -int64_t(v & 1);
+    }
+    std::string string() {
+        uint64_t n = varint();
+        if (!ok || n > uint64_t(end - pos)) {
+            ok = false;
+            return {};
+        }
+        std::string s(reinterpret_cast<const char*>(pos), size_t(n));
+        pos += n;
+        return s;
+    }
+};
+
+}  // namespace
+
+Reader::Reader(const std::string& path) : m_path(path) {
+    m_file = std::fopen(path.c_str(), "rb");
+    if (!m_file) {
+        throw FileError("cannot open " + path + ": " + std::strerror(errno));
+    }
+    if (std::fseek(m_file, 0, SEEK_END) == 0) {
+        long n = std::ftell(m_file);
+        m_file_size = n > 0 ? uint64_t(n) : 0;
+        std::fseek(m_file, 0, SEEK_SET);
+    }
+    uint8_t fixed[16];
+    size_t got = std::fread(fixed, 1, sizeof fixed, m_file);
+    if (got < 8 || std::memcmp(fixed, k_file_magic, 8) != 0) {
+        std::fclose(m_file);
+        m_file = nullptr;
+        throw FormatError(path + " is not a memray capture file");
+    }
+    if (got < sizeof fixed) {
+        std::fclose(m_file);
+        m_file = nullptr;
+        throw FormatError(path + " is cut short inside its header (" + std::to_string(got) +
+                          " bytes)");
+    }
+    m_header.version = get_le32(fixed + 8);
+    if (m_header.version != k_format_version) {
+        std::fclose(m_file);
+        m_file = nullptr;
+        throw FormatError(path + " has capture format version " +
+                          std::to_string(m_header.version) + "; this memray reads version " +
+                          std::to_string(k_format_version));
+    }
+    uint32_t body_len = get_le32(fixed + 12);
+    if (body_len > (1u << 20) || 16 + uint64_t(body_len) > m_file_size) {
+        std::fclose(m_file);
+        m_file = nullptr;
+        throw FormatError(path + " has a corrupt header (body length " + std::to_string(body_len) +
+                          ")");
+    }
+    std::vector<uint8_t> body(body_len);
+    if (std::fread(body.data(), 1, body_len, m_file) != body_len) {
+        std::fclose(m_file);
+        m_file = nullptr;
+        throw FormatError(path + " is cut short inside its header");
+    }
+    Cursor c{body.data(), body.data() + body.size()};
+    m_header.flags = uint32_t(c.varint());
+    m_header.pid = c.varint();
+    m_header.start_time_unix_ms = c.varint();
+    m_header.command_line = c.string();
+    m_header.python_version = c.string();
+    m_header.executable = c.string();
+    m_header.pointer_size = uint32_t(c.varint());
+    if (!c.ok) {
+        std::fclose(m_file);
+        m_file = nullptr;
+        throw FormatError(path + " has a corrupt header");
+    }
+    m_offset = 16 + body_len;
+    m_threads.resize(1);
+    m_codes.resize(1);
+    m_nodes.resize(1);
+}
+
+Reader::~Reader() {
+    if (m_file) std::fclose(m_file);
+}
+
+void Reader::corrupt(const std::string& what) const {
+    throw FormatError(m_path + " is corrupt: " + what + " in the block at offset " +
+                      std::to_string(m_block_offset));
+}
+
+bool Reader::load_block() {
+    if (m_done) return false;
+    uint64_t remaining = m_file_size > m_offset ? m_file_size - m_offset : 0;
+    if (remaining == 0) {
+        m_done = true;
+        if (!m_trailer) {
+            m_truncated = true;
+            m_truncation_reason = "the capture has no trailer (the tracked process was killed or "
+                                  "is still running)";
+        }
+        return false;
+    }
+    m_block_offset = m_offset;
+    uint8_t hdr_bytes[k_block_header_size];
+    auto cut = [&](const char* where) {
+        m_done = true;
+        m_truncated = true;
+        m_truncation_reason =
+            std::string("the capture ends inside ") + where + " at offset " + std::to_string(m_offset);
+        return false;
+    };
+    if (remaining < k_block_header_size) return cut("a block header");
+    if (std::fseek(m_file, long(m_offset), SEEK_SET) != 0 ||
+        std::fread(hdr_bytes, 1, sizeof hdr_bytes, m_file) != sizeof hdr_bytes)
+        throw FileError("cannot read " + m_path + ": " + std::strerror(errno));
+    BlockHeader h{};
+    switch (parse_block_header(hdr_bytes, h)) {
+        case BlockStatus::Ok: break;
+        case BlockStatus::BadMagic: corrupt("bad block magic");
+        case BlockStatus::BadCodec: corrupt("unknown block codec");
+        case BlockStatus::TooLarge: corrupt("impossible block length");
+    }
+    if (remaining - k_block_header_size < h.stored_len) return cut("a block");
+    m_stored.resize(h.stored_len);
+    m_raw.resize(h.raw_len);
+    if (h.stored_len && std::fread(m_stored.data(), 1, h.stored_len, m_file) != h.stored_len)
+        throw FileError("cannot read " + m_path + ": " + std::strerror(errno));
+    if (!unframe_block(h, m_stored.data(), m_raw.data())) corrupt("checksum or compression error");
+    if (m_listener) m_listener->on_block(m_block_offset, h.codec, h.raw_len, h.stored_len);
+    m_offset += k_block_header_size + h.stored_len;
+    m_pos = m_raw.data();
+    m_end = m_raw.data() + m_raw.size();
+    m_time_us = 0;
+    m_thread = 0;
+    m_address = 0;
+    m_node = 0;
+    m_last_node_id = 0;
+    return true;
+}
+
+Reader::Item Reader::next() {
+    for (;;) {
+        if (m_pos == m_end) {
+            if (m_trailer || !load_block()) {
+                m_done = true;
+                return Item::End;
+            }
+            continue;
+        }
+        Cursor c{m_pos, m_end};
+        uint8_t tag = c.u8();
+        if (is_event_tag(tag)) {
+            auto kind = Allocator(tag - k_event_tag_base);
+            m_address += uint64_t(c.zvarint());
+            m_event.allocator = kind;
+            m_event.address = m_address;
+            m_event.thread = m_thread;
+            m_event.time_us = m_time_us;
+            if (is_deallocator(kind)) {
+                m_event.size = kind == Allocator::Munmap ? c.varint() : 0;
+                m_event.node = 0;
+            } else {
+                m_event.size = c.varint();
+                m_node = uint32_t(int64_t(m_node) + c.zvarint());
+                m_event.node = m_node;
+            }
+            if (!c.ok) corrupt("truncated event record");
+            m_pos = c.pos;
+            if (m_listener) m_listener->on_event(m_event);
+            return Item::Event;
+        }
+        switch (Tag(tag)) {
+            case Tag::Time: {
+                m_time_us += c.varint();
+                if (!c.ok) corrupt("truncated time record");
+                if (m_listener) m_listener->on_time(m_time_us);
+                break;
+            }
+            case Tag::ThreadSwitch: {
+                uint64_t t = c.varint();
+                if (!c.ok || t > m_threads.size() + k_max_id_jump) corrupt("bad thread switch");
+                m_thread = uint32_t(t);
+                if (m_listener) m_listener->on_thread_switch(m_thread);
+                break;
+            }
+            case Tag::ThreadInfo: {
+                uint64_t idx = c.varint();
+                ThreadInfo t;
+                t.tid = c.varint();
+                t.name = c.string();
+                if (!c.ok || idx == 0 || idx > m_threads.size() + k_max_id_jump)
+                    corrupt("bad thread record");
+                if (m_listener) m_listener->on_thread_info(uint32_t(idx), t);
+                if (idx >= m_threads.size()) m_threads.resize(idx + 1);
+                m_threads[idx] = std::move(t);
+                break;
+            }
+            case Tag::Code: {
+                uint64_t id = c.varint();
+                CodeInfo code;
+                code.function = c.string();
+                code.file = c.string();
+                code.first_line = uint32_t(c.varint());
+                code.line_format = uint32_t(c.varint());
+                code.line_table = c.string();
+                if (!c.ok || id == 0 || id > m_codes.size() + k_max_id_jump)
+                    corrupt("bad code record");
+                if (m_listener) m_listener->on_code(uint32_t(id), code);
+                if (id >= m_codes.size()) m_codes.resize(id + 1);
+                m_codes[id] = std::move(code);
+                break;
+            }
+            case Tag::Node: {
+                uint64_t id = uint64_t(int64_t(m_last_node_id) + c.zvarint());
+                StackNode n;
+                n.parent = uint32_t(c.varint());
+                uint8_t kind = c.u8();
+                if (kind == uint8_t(FrameKind::Python)) {
+                    n.kind = FrameKind::Python;
+                    n.code = uint32_t(c.varint());
+                    n.offset = uint32_t(c.varint());
+                } else if (kind == uint8_t(FrameKind::Native)) {
+                    n.kind = FrameKind::Native;
+                    n.ip = c.varint();
+                } else {
+                    corrupt("unknown frame kind");
+                }
+                if (!c.ok || id == 0 || id > m_nodes.size() + k_max_id_jump)
+                    corrupt("bad stack node record");
+                m_last_node_id = uint32_t(id);
+                if (m_listener) m_listener->on_node(uint32_t(id), n);
+                if (id >= m_nodes.size()) m_nodes.resize(id + 1);
+                m_nodes[id] = n;
+                break;
+            }
+            case Tag::ObjectsReset: {
+                uint64_t gen = c.varint();
+                if (!c.ok) corrupt("truncated objects record");
+                if (m_listener) m_listener->on_objects_reset(gen);
+                m_objects.clear();
+                break;
+            }
+            case Tag::Object: {
+                ObjectInfo o;
+                o.load_bias = c.varint();
+                o.path = c.string();
+                o.build_id = c.string();
+                uint64_t n = c.varint();
+                if (!c.ok || n > 64) corrupt("bad object record");
+                for (uint64_t i = 0; i < n && c.ok; ++i) {
+                    uint64_t vaddr = c.varint();
+                    uint64_t memsz = c.varint();
+                    o.segments.emplace_back(vaddr, memsz);
+                }
+                if (!c.ok) corrupt("truncated object record");
+                if (m_listener) m_listener->on_object(o);
+                m_objects.push_back(std::move(o));
+                break;
+            }
+            case Tag::MemorySample: {
+                m_sample.time_us = c.varint();
+                m_sample.rss = c.varint();
+                if (!c.ok) corrupt("truncated memory sample");
+                m_pos = c.pos;
+                if (m_listener) m_listener->on_sample(m_sample);
+                return Item::Sample;
+            }
+            case Tag::Trailer: {
+                Trailer t;
+                t.end_time_us = c.varint();
+                t.allocations = c.varint();
+                t.deallocations = c.varint();
+                t.threads = c.varint();
+                t.codes = c.varint();
+                t.nodes = c.varint();
+                if (!c.ok) corrupt("truncated trailer");
+                if (m_listener) m_listener->on_trailer(t);
+                m_trailer = t;
+                m_pos = m_end = nullptr;
+                m_done = true;
+                return Item::End;
+            }
+            default: corrupt("unknown record tag " + std::to_string(tag));
+        }
+        m_pos = c.pos;
+    }
+}
+
+void Reader::read_all(RecordListener& listener) {
+    RecordListener* previous = m_listener;
+    m_listener = &listener;
+    while (next() != Item::End) {
+    }
+    m_listener = previous;
+}
+
+}  // namespace memray::format

@@ -1,0 +1,188 @@
+// Streaming reader of capture files (tools only: uses the standard library and exceptions).
+//
+// Memory is bounded by the interning tables (threads, code objects, stack nodes, objects) and one
+// block; never by file size. Events and memory samples are handed out one at a time; the interning
+// records are absorbed into the tables below as they stream past, and can also be observed one by
+// one through a RecordListener (used by `memray parse`).
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "format/records.hpp"
+
+namespace memray::format {
+
+// Not a capture, unsupported version, or corrupt contents. what() is a complete sentence that
+// names the file and the byte offset.
+class FormatError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+// The file cannot be opened or read. what() names the file and the OS error.
+class FileError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+struct Header {
+    uint32_t version = 0;
+    uint32_t flags = 0;
+    uint64_t pid = 0;
+    uint64_t start_time_unix_ms = 0;
+    std::string command_line;
+    std::string python_version;
+    std::string executable;
+    uint32_t pointer_size = 8;
+};
+
+struct Event {
+    Allocator allocator = Allocator::Malloc;
+    uint32_t thread = 0;     // index into Reader::threads() (0 = unknown)
+    uint64_t address = 0;
+    uint64_t size = 0;       // 0 for Free/PymallocFree
+    uint32_t node = 0;       // stack node (0 = empty stack); deallocations have 0
+    uint64_t time_us = 0;    // since capture start, millisecond resolution
+};
+
+struct MemorySample {
+    uint64_t time_us = 0;
+    uint64_t rss = 0;
+};
+
+struct ThreadInfo {
+    uint64_t tid = 0;
+    std::string name;
+};
+
+struct CodeInfo {
+    std::string function;
+    std::string file;
+    uint32_t first_line = 0;
+    uint32_t line_format = 0;  // python version 0xMMmm
+    std::string line_table;
+};
+
+struct StackNode {
+    uint32_t parent = 0;
+    FrameKind kind = FrameKind::Python;
+    uint32_t code = 0;    // python
+    uint32_t offset = 0;  // python: instruction byte offset
+    uint64_t ip = 0;      // native
+};
+
+struct ObjectInfo {
+    uint64_t load_bias = 0;
+    std::string path;
+    std::string build_id;
+    std::vector<std::pair<uint64_t, uint64_t>> segments;  // (vaddr, memsz), unbiased
+};
+
+struct Trailer {
+    uint64_t end_time_us = 0;
+    uint64_t allocations = 0;
+    uint64_t deallocations = 0;
+    uint64_t threads = 0;
+    uint64_t codes = 0;
+    uint64_t nodes = 0;
+};
+
+// Sees every record in file order, before the reader absorbs it. Offsets are of the block.
+class RecordListener {
+  public:
+    virtual ~RecordListener() = default;
+    virtual void on_block(uint64_t /*file_offset*/, Codec /*codec*/, uint32_t /*raw_len*/, uint32_t /*stored_len*/) {}
+    virtual void on_time(uint64_t /*time_us*/) {}
+    virtual void on_thread_switch(uint32_t /*thread*/) {}
+    virtual void on_thread_info(uint32_t /*thread*/, const ThreadInfo& /*t*/) {}
+    virtual void on_code(uint32_t /*id*/, const CodeInfo& /*c*/) {}
+    virtual void on_node(uint32_t /*id*/, const StackNode& /*n*/) {}
+    virtual void on_objects_reset(uint64_t /*generation*/) {}
+    virtual void on_object(const ObjectInfo& /*o*/) {}
+    virtual void on_sample(const MemorySample& /*s*/) {}
+    virtual void on_event(const Event& /*e*/) {}
+    virtual void on_trailer(const Trailer& /*t*/) {}
+};
+
+class Reader {
+  public:
+    // Opens the file and reads its header. Throws FileError or FormatError.
+    explicit Reader(const std::string& path);
+    ~Reader();
+    Reader(const Reader&) = delete;
+    Reader& operator=(const Reader&) = delete;
+
+    const std::string& path() const { return m_path; }
+    const Header& header() const { return m_header; }
+
+    enum class Item { Event, Sample, End };
+    // Advances to the next event or memory sample. Throws FormatError on corruption; a file cut
+    // short ends cleanly with truncated() == true.
+    Item next();
+    const Event& event() const { return m_event; }
+    const MemorySample& sample() const { return m_sample; }
+
+    // Reads to the end, calling the listener for every record. Throws like next().
+    void read_all(RecordListener& listener);
+    void set_listener(RecordListener* listener) { m_listener = listener; }
+
+    // Interning tables, as far as the file has been read. Index 0 of threads/codes/nodes is a
+    // placeholder so that ids index directly; an id beyond size() is unknown (lost in a cut file).
+    const std::vector<ThreadInfo>& threads() const { return m_threads; }
+    const std::vector<CodeInfo>& codes() const { return m_codes; }
+    const std::vector<StackNode>& nodes() const { return m_nodes; }
+    const std::vector<ObjectInfo>& objects() const { return m_objects; }
+    const std::optional<Trailer>& trailer() const { return m_trailer; }
+
+    // True once the end was reached without a trailer or in the middle of a block.
+    bool truncated() const { return m_truncated; }
+    // Human-readable reason for truncated() ("ends inside block at offset N", "no trailer").
+    const std::string& truncation_reason() const { return m_truncation_reason; }
+    uint64_t file_size() const { return m_file_size; }
+    uint64_t bytes_consumed() const { return m_offset; }  // for progress bars
+    uint64_t last_time_us() const { return m_time_us; }
+
+  private:
+    bool load_block();
+    [[noreturn]] void corrupt(const std::string& what) const;
+
+    std::string m_path;
+    std::FILE* m_file = nullptr;
+    uint64_t m_file_size = 0;
+    uint64_t m_offset = 0;        // file offset of the next block
+    uint64_t m_block_offset = 0;  // file offset of the current block
+    Header m_header;
+
+    std::vector<uint8_t> m_stored;
+    std::vector<uint8_t> m_raw;
+    const uint8_t* m_pos = nullptr;
+    const uint8_t* m_end = nullptr;
+
+    // per-block delta state
+    uint64_t m_time_us = 0;
+    uint64_t m_block_time_base = 0;
+    uint32_t m_thread = 0;
+    uint64_t m_address = 0;
+    uint32_t m_node = 0;
+    uint32_t m_last_node_id = 0;
+
+    Event m_event;
+    MemorySample m_sample;
+    std::vector<ThreadInfo> m_threads;
+    std::vector<CodeInfo> m_codes;
+    std::vector<StackNode> m_nodes;
+    std::vector<ObjectInfo> m_objects;
+    std::optional<Trailer> m_trailer;
+    bool m_truncated = false;
+    bool m_done = false;
+    std::string m_truncation_reason;
+    RecordListener* m_listener = nullptr;
+};
+
+}  // namespace memray::format

@@ -1,0 +1,137 @@
+// The capture format: constants, record tags and allocator kinds.
+// docs/capture-format.md is the prose version of this file; change both together and bump
+// k_format_version on every change to a layout.
+//
+// This header is shared by the payload (no exceptions, no libstdc++ runtime) and the tools, so it
+// may only use freestanding headers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace memray::format {
+
+// File layout:  FileHeader | Block | Block | ... (until EOF)
+//   FileHeader := magic[8] u32le(version) u32le(body_len) body[body_len]
+//   Block      := u32le(k_block_magic) u8(codec) u32le(raw_len) u32le(stored_len)
+//                 u32le(crc32 of the stored bytes) stored[stored_len]
+// A block's raw bytes are a sequence of whole records. Delta state (time, thread, address, node)
+// starts from zero at every block, so every block decodes on its own once the interning records
+// (code, node, thread, object) that precede it are known.
+inline constexpr uint8_t k_file_magic[8] = {'M', 'E', 'M', 'R', 'A', 'Y', 'C', 'P'};
+inline constexpr uint32_t k_format_version = 1;
+inline constexpr uint32_t k_block_magic = 0x4b4c424d;  // "MBLK" little-endian
+inline constexpr size_t k_block_header_size = 17;
+// A writer never produces larger blocks; a reader rejects them (protects against corrupt lengths).
+inline constexpr uint32_t k_max_block_raw = 4u << 20;
+
+enum class Codec : uint8_t { Raw = 0, Lz4 = 1 };
+
+// Same numbering as memray's AllocatorType so that users and tools see familiar values.
+enum class Allocator : uint8_t {
+    Malloc = 1,
+    Free = 2,
+    Calloc = 3,
+    Realloc = 4,
+    PosixMemalign = 5,
+    AlignedAlloc = 6,
+    Memalign = 7,
+    Valloc = 8,
+    Pvalloc = 9,
+    Mmap = 10,
+    Munmap = 11,
+    PymallocMalloc = 12,
+    PymallocCalloc = 13,
+    PymallocRealloc = 14,
+    PymallocFree = 15,
+};
+inline constexpr unsigned k_allocator_max = 15;
+
+constexpr bool is_deallocator(Allocator a) {
+    return a == Allocator::Free || a == Allocator::Munmap || a == Allocator::PymallocFree;
+}
+
+constexpr const char* allocator_name(Allocator a) {
+    switch (a) {
+        case Allocator::Malloc: return "MALLOC";
+        case Allocator::Free: return "FREE";
+        case Allocator::Calloc: return "CALLOC";
+        case Allocator::Realloc: return "REALLOC";
+        case Allocator::PosixMemalign: return "POSIX_MEMALIGN";
+        case Allocator::AlignedAlloc: return "ALIGNED_ALLOC";
+        case Allocator::Memalign: return "MEMALIGN";
+        case Allocator::Valloc: return "VALLOC";
+        case Allocator::Pvalloc: return "PVALLOC";
+        case Allocator::Mmap: return "MMAP";
+        case Allocator::Munmap: return "MUNMAP";
+        case Allocator::PymallocMalloc: return "PYMALLOC_MALLOC";
+        case Allocator::PymallocCalloc: return "PYMALLOC_CALLOC";
+        case Allocator::PymallocRealloc: return "PYMALLOC_REALLOC";
+        case Allocator::PymallocFree: return "PYMALLOC_FREE";
+    }
+    return "UNKNOWN";
+}
+
+// Header flags (varint in the header body).
+enum HeaderFlag : uint32_t {
+    k_flag_native = 1u << 0,             // native return addresses recorded
+    k_flag_python_allocators = 1u << 1,  // PYMALLOC_* events recorded
+    k_flag_aggregated = 1u << 2,         // reserved for --aggregate
+    k_flag_compressed = 1u << 3,         // blocks use Codec::Lz4
+};
+
+// Header body, in order:
+//   varint flags, varint pid, varint start_time_unix_ms, string command_line,
+//   string python_version ("" when the target is not a Python interpreter), string executable,
+//   varint pointer_size (8)
+//
+// Record tags (first byte of every record). varint = unsigned LEB128, zvarint = zigzag LEB128,
+// string/bytes = varint length + bytes.
+enum class Tag : uint8_t {
+    // varint: microseconds since capture start, as a delta from the previous Time of this block.
+    // Every event and sample after it happened at (or within 1 ms after) that time.
+    Time = 0x01,
+    // varint: thread index (small, sequential from 1) of the events that follow in this block.
+    ThreadSwitch = 0x02,
+    // varint thread index, varint native tid, string name. Emitted when a thread is first seen and
+    // whenever it is renamed; the latest name wins.
+    ThreadInfo = 0x03,
+    // varint code id (from 1), string function (qualified name where available), string file,
+    // varint first line, varint line-table format (python version as 0xMMmm, e.g. 0x030b),
+    // bytes line table (co_lnotab / co_linetable copied verbatim).
+    Code = 0x04,
+    // zvarint node id delta (from previous Node of this block), varint parent node id (0 = root),
+    // u8 frame kind (0 python, 1 native), then python: varint code id, varint instruction byte
+    // offset; native: varint instruction pointer (return address as captured).
+    // A node is one frame in the stack tree; an event's stack is the path from its node to the
+    // root, innermost first. With native frames, a stack is [python frames outer..inner] followed
+    // by [native frames outer..inner] on the same path.
+    Node = 0x05,
+    // varint generation: the Object records that follow replace the previous set.
+    ObjectsReset = 0x06,
+    // varint load bias, string path, bytes build id, varint segment count,
+    // then per segment varint vaddr (unbiased), varint memsz.
+    Object = 0x07,
+    // varint time (microseconds since capture start, absolute), varint rss bytes.
+    MemorySample = 0x08,
+    // varint end time (microseconds since capture start), varint allocation events,
+    // varint deallocation events, varint thread count, varint code count, varint node count.
+    // The last record of a capture that was finalized; its absence means the capture was cut.
+    Trailer = 0x09,
+    // Events: tag = k_event_tag_base + allocator.
+    //   allocation kinds:      zvarint address delta, varint size, zvarint node delta
+    //   Free / PymallocFree:   zvarint address delta
+    //   Munmap:                zvarint address delta, varint size
+    // Deltas are against the previous event of the same block (address) and the previous
+    // allocation of the same block (node).
+};
+inline constexpr uint8_t k_event_tag_base = 0x20;
+
+constexpr uint8_t event_tag(Allocator a) { return uint8_t(k_event_tag_base + uint8_t(a)); }
+constexpr bool is_event_tag(uint8_t tag) {
+    return tag > k_event_tag_base && tag <= k_event_tag_base + k_allocator_max;
+}
+
+enum class FrameKind : uint8_t { Python = 0, Native = 1 };
+
+}  // namespace memray::format

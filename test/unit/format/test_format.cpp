@@ -1,0 +1,295 @@
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "format/block.hpp"
+#include "format/encoder.hpp"
+#include "format/reader.hpp"
+
+using namespace memray::format;
+
+namespace {
+
+// Builds a capture in memory the way the payload's writer does: header, then framed blocks.
+class CaptureBuilder {
+  public:
+    explicit CaptureBuilder(Codec codec = Codec::Lz4) : m_codec(codec), m_raw(1 << 20) {
+        std::vector<uint8_t> hdr(4096);
+        ByteSink s(hdr.data(), hdr.size());
+        HeaderFields h;
+        h.flags = k_flag_native | (codec == Codec::Lz4 ? k_flag_compressed : 0);
+        h.pid = 4242;
+        h.start_time_unix_ms = 1700000000123;
+        h.command_line = "python3 demo.py --x";
+        h.python_version = "3.11.7";
+        h.executable = "/usr/bin/python3.11";
+        encode_file_header(s, h);
+        REQUIRE(!s.overflow);
+        m_file.assign(hdr.data(), hdr.data() + s.size());
+        m_sink = ByteSink(m_raw.data(), m_raw.size());
+    }
+    ByteSink& sink() { return m_sink; }
+    EncoderState& state() { return m_state; }
+    void flush_block() {
+        REQUIRE(!m_sink.overflow);
+        std::vector<uint8_t> out(max_framed_size(m_sink.size()));
+        size_t n = frame_block(m_raw.data(), m_sink.size(), m_codec, out.data(), out.size());
+        REQUIRE(n > 0);
+        m_file.insert(m_file.end(), out.data(), out.data() + n);
+        m_sink.clear();
+        m_state.reset();
+    }
+    std::string write(const std::string& name) {
+        std::string path = std::string(P_tmpdir) + "/memray-test-" + std::to_string(getpid()) + "-" + name;
+        std::ofstream f(path, std::ios::binary | std::ios::trunc);
+        f.write(reinterpret_cast<const char*>(m_file.data()), std::streamsize(m_file.size()));
+        return path;
+    }
+    std::vector<uint8_t>& bytes() { return m_file; }
+
+  private:
+    Codec m_codec;
+    std::vector<uint8_t> m_raw;
+    std::vector<uint8_t> m_file;
+    ByteSink m_sink;
+    EncoderState m_state;
+};
+
+std::string write_bytes(const std::vector<uint8_t>& b, const std::string& name) {
+    std::string path = std::string(P_tmpdir) + "/memray-test-" + std::to_string(getpid()) + "-" + name;
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+    return path;
+}
+
+// One of every record type, across two blocks.
+void build_full(CaptureBuilder& b) {
+    auto& s = b.sink();
+    auto& st = b.state();
+    encode_thread_info(s, 1, 1001, "MainThread");
+    encode_thread_info(s, 2, 1002, "worker");
+    const uint8_t table[] = {0x80, 0x01, 0x02};
+    encode_code(s, 1, "make_report", "/tmp/demo.py", 10, 0x030b, table, sizeof table);
+    encode_python_node(s, st, 1, 0, 1, 46);
+    encode_native_node(s, st, 2, 1, 0x7f0000123456);
+    encode_objects_reset(s, 1);
+    Segment segs[2] = {{0, 0x1000}, {0x2000, 0x500}};
+    const uint8_t bid[] = {0xde, 0xad, 0xbe, 0xef};
+    encode_object(s, 0x555555554000, "/usr/bin/prog", bid, sizeof bid, segs, 2);
+    encode_time(s, st, 5000);
+    encode_thread_switch(s, st, 1);
+    encode_allocation(s, st, Allocator::Malloc, 0x1000, 1048577, 2);
+    encode_allocation(s, st, Allocator::Calloc, 0x800, 24, 1);
+    encode_memory_sample(s, 5100, 123456789);
+    b.flush_block();
+    encode_time(s, st, 7500);
+    encode_thread_switch(s, st, 2);
+    encode_deallocation(s, st, Allocator::Free, 0x1000, 0);
+    encode_allocation(s, st, Allocator::Mmap, 0x7f0000000000, 1 << 20, 2);
+    encode_deallocation(s, st, Allocator::Munmap, 0x7f0000000000, 4096);
+    TrailerFields t;
+    t.end_time_us = 8000;
+    t.allocations = 3;
+    t.deallocations = 2;
+    t.threads = 2;
+    t.codes = 1;
+    t.nodes = 2;
+    encode_trailer(s, t);
+    b.flush_block();
+}
+
+struct Collected {
+    std::vector<Event> events;
+    std::vector<MemorySample> samples;
+};
+
+Collected read_everything(Reader& r) {
+    Collected c;
+    for (;;) {
+        auto item = r.next();
+        if (item == Reader::Item::End) break;
+        if (item == Reader::Item::Event) c.events.push_back(r.event());
+        else c.samples.push_back(r.sample());
+    }
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("round trip of every record type, compressed and raw") {
+    for (Codec codec : {Codec::Lz4, Codec::Raw}) {
+        CaptureBuilder b(codec);
+        build_full(b);
+        std::string path = b.write(codec == Codec::Lz4 ? "full-lz4" : "full-raw");
+        Reader r(path);
+        CHECK(r.header().pid == 4242);
+        CHECK(r.header().start_time_unix_ms == 1700000000123);
+        CHECK(r.header().command_line == "python3 demo.py --x");
+        CHECK(r.header().python_version == "3.11.7");
+        CHECK(r.header().executable == "/usr/bin/python3.11");
+        CHECK((r.header().flags & k_flag_native) != 0);
+        auto c = read_everything(r);
+        REQUIRE(c.events.size() == 5);
+        CHECK(c.events[0].allocator == Allocator::Malloc);
+        CHECK(c.events[0].address == 0x1000);
+        CHECK(c.events[0].size == 1048577);
+        CHECK(c.events[0].node == 2);
+        CHECK(c.events[0].thread == 1);
+        CHECK(c.events[0].time_us == 5000);
+        CHECK(c.events[1].allocator == Allocator::Calloc);
+        CHECK(c.events[1].address == 0x800);
+        CHECK(c.events[1].node == 1);
+        CHECK(c.events[2].allocator == Allocator::Free);
+        CHECK(c.events[2].address == 0x1000);
+        CHECK(c.events[2].thread == 2);
+        CHECK(c.events[2].time_us == 7500);
+        CHECK(c.events[3].allocator == Allocator::Mmap);
+        CHECK(c.events[3].address == 0x7f0000000000);
+        CHECK(c.events[4].allocator == Allocator::Munmap);
+        CHECK(c.events[4].size == 4096);
+        REQUIRE(c.samples.size() == 1);
+        CHECK(c.samples[0].rss == 123456789);
+        CHECK(c.samples[0].time_us == 5100);
+        REQUIRE(r.threads().size() == 3);
+        CHECK(r.threads()[1].name == "MainThread");
+        CHECK(r.threads()[2].tid == 1002);
+        REQUIRE(r.codes().size() == 2);
+        CHECK(r.codes()[1].function == "make_report");
+        CHECK(r.codes()[1].file == "/tmp/demo.py");
+        CHECK(r.codes()[1].first_line == 10);
+        CHECK(r.codes()[1].line_format == 0x030b);
+        CHECK(r.codes()[1].line_table == std::string("\x80\x01\x02", 3));
+        REQUIRE(r.nodes().size() == 3);
+        CHECK(r.nodes()[1].kind == FrameKind::Python);
+        CHECK(r.nodes()[1].code == 1);
+        CHECK(r.nodes()[1].offset == 46);
+        CHECK(r.nodes()[2].kind == FrameKind::Native);
+        CHECK(r.nodes()[2].parent == 1);
+        CHECK(r.nodes()[2].ip == 0x7f0000123456);
+        REQUIRE(r.objects().size() == 1);
+        CHECK(r.objects()[0].path == "/usr/bin/prog");
+        CHECK(r.objects()[0].build_id == "\xde\xad\xbe\xef");
+        CHECK(r.objects()[0].segments.size() == 2);
+        CHECK(r.objects()[0].segments[1].first == 0x2000);
+        REQUIRE(r.trailer().has_value());
+        CHECK(r.trailer()->end_time_us == 8000);
+        CHECK(r.trailer()->allocations == 3);
+        CHECK(!r.truncated());
+        std::remove(path.c_str());
+    }
+}
+
+TEST_CASE("listener sees every record in order") {
+    CaptureBuilder b;
+    build_full(b);
+    std::string path = b.write("listener");
+    struct Log : RecordListener {
+        std::string s;
+        void on_block(uint64_t, Codec, uint32_t, uint32_t) override { s += "B"; }
+        void on_time(uint64_t) override { s += "t"; }
+        void on_thread_switch(uint32_t) override { s += "s"; }
+        void on_thread_info(uint32_t, const ThreadInfo&) override { s += "T"; }
+        void on_code(uint32_t, const CodeInfo&) override { s += "C"; }
+        void on_node(uint32_t, const StackNode&) override { s += "N"; }
+        void on_objects_reset(uint64_t) override { s += "R"; }
+        void on_object(const ObjectInfo&) override { s += "O"; }
+        void on_sample(const MemorySample&) override { s += "M"; }
+        void on_event(const Event&) override { s += "e"; }
+        void on_trailer(const Trailer&) override { s += "X"; }
+    } log;
+    Reader r(path);
+    r.read_all(log);
+    CHECK(log.s == "BTTCNNROtseeMBtseeeX");
+    std::remove(path.c_str());
+}
+
+TEST_CASE("a capture cut anywhere reads up to its last complete block") {
+    CaptureBuilder b;
+    build_full(b);
+    std::vector<uint8_t> full = b.bytes();
+    // Find where the second block starts: the first block's events are complete there.
+    Reader whole(b.write("whole"));
+    read_everything(whole);
+    size_t header_end = 0;
+    {
+        // header: 8 magic + 4 version + 4 len + body
+        uint32_t body = full[12] | full[13] << 8 | full[14] << 16 | uint32_t(full[15]) << 24;
+        header_end = 16 + body;
+    }
+    for (size_t cut = header_end; cut < full.size(); ++cut) {
+        std::vector<uint8_t> part(full.begin(), full.begin() + long(cut));
+        std::string path = write_bytes(part, "cut");
+        Reader r(path);
+        auto c = read_everything(r);
+        CHECK(r.truncated());
+        CHECK(!r.truncation_reason().empty());
+        CHECK((c.events.size() == 0 || c.events.size() == 2));
+        std::remove(path.c_str());
+    }
+}
+
+TEST_CASE("headers that are not captures give clear errors") {
+    std::string p1 = write_bytes({'h', 'e', 'l', 'l', 'o', '\n'}, "notcap");
+    CHECK_THROWS_WITH_AS(Reader{p1}, doctest::Contains("is not a memray capture file"), FormatError);
+    std::remove(p1.c_str());
+    CHECK_THROWS_AS(Reader{"/nonexistent/memray.bin"}, FileError);
+
+    CaptureBuilder b;
+    build_full(b);
+    auto bytes = b.bytes();
+    bytes[8] = 99;  // version
+    std::string p2 = write_bytes(bytes, "badversion");
+    CHECK_THROWS_WITH_AS(Reader{p2}, doctest::Contains("format version 99"), FormatError);
+    std::remove(p2.c_str());
+}
+
+TEST_CASE("any single corrupted byte gives a clean error or a clean read, never a crash") {
+    for (Codec codec : {Codec::Lz4, Codec::Raw}) {
+        CaptureBuilder b(codec);
+        build_full(b);
+        const std::vector<uint8_t> full = b.bytes();
+        int errors = 0;
+        for (size_t i = 0; i < full.size(); ++i) {
+            for (uint8_t flip : {uint8_t(0x01), uint8_t(0x80), uint8_t(0xff)}) {
+                auto bytes = full;
+                bytes[i] ^= flip;
+                std::string path = write_bytes(bytes, "flip");
+                try {
+                    Reader r(path);
+                    read_everything(r);
+                } catch (const FormatError&) {
+                    ++errors;
+                }
+                std::remove(path.c_str());
+            }
+        }
+        // Block bytes are checksummed: flipping any of them must be noticed.
+        CHECK(errors > 0);
+    }
+}
+
+TEST_CASE("varints round trip at their edges") {
+    std::vector<uint8_t> buf(64);
+    for (uint64_t v : {uint64_t(0), uint64_t(127), uint64_t(128), uint64_t(16383), uint64_t(16384),
+                       uint64_t(1) << 35, ~uint64_t(0)}) {
+        CaptureBuilder b(Codec::Raw);
+        auto& s = b.sink();
+        auto& st = b.state();
+        encode_thread_switch(s, st, 1);
+        encode_allocation(s, st, Allocator::Malloc, v, v, 1);
+        encode_allocation(s, st, Allocator::Malloc, 0, 1, 1);
+        b.flush_block();
+        Reader r(b.write("varint"));
+        auto c = read_everything(r);
+        REQUIRE(c.events.size() == 2);
+        CHECK(c.events[0].address == v);
+        CHECK(c.events[0].size == v);
+        CHECK(c.events[1].address == 0);
+    }
+}
