@@ -1,0 +1,32 @@
+// One register function per subcommand (one file each). main.cpp wires them up and is the only
+// place that turns exceptions into "memray: error: ..." and an exit code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <stdexcept>
+#include <string>
+
+namespace memray::cli {
+
+// A user-facing error: main prints "memray: error: <what>" and exits with `code`.
+class UsageError : public std::runtime_error {
+  public:
+    explicit UsageError(const std::string& what, int code = 1)
+        : std::runtime_error(what), m_code(code) {}
+    int code() const { return m_code; }
+
+  private:
+    int m_code;
+};
+
+// Each registers its subcommand on `app`; the callback runs the command and may throw.
+void register_run(CLI::App& app);
+void register_summary(CLI::App& app);
+void register_stats(CLI::App& app);
+void register_parse(CLI::App& app);
+
+// Path of libmemray-payload.so: $MEMRAY_PAYLOAD, else next to the build tree, else installed.
+std::string payload_path();
+
+}  // namespace memray::cli

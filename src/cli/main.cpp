@@ -1,0 +1,59 @@
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "cli/commands.hpp"
+#include "format/reader.hpp"
+#include "memray_config.h"
+
+namespace {
+
+// Subcommands of memray that arrive with later work; answered clearly instead of "unknown".
+void register_planned(CLI::App& app, const char* name, const char* what) {
+    auto* sub = app.add_subcommand(name, std::string(what) + " (not supported yet)");
+    sub->allow_extras();
+    sub->callback([name] {
+        throw memray::cli::UsageError(fmt::format("'memray {}' is not supported yet", name), 2);
+    });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"memray: memory profiler for Python and native programs"};
+    app.set_version_flag("--version", std::string("memray ") + MEMRAY_VERSION);
+    app.require_subcommand(1);
+    memray::cli::register_run(app);
+    memray::cli::register_summary(app);
+    memray::cli::register_stats(app);
+    memray::cli::register_parse(app);
+    register_planned(app, "attach", "Begin tracking allocations in an already-started process");
+    register_planned(app, "detach", "End the tracking started by a previous `memray attach`");
+    register_planned(app, "flamegraph", "Generate an HTML flame graph for peak memory usage");
+    register_planned(app, "table", "Generate an HTML table with all records in the peak memory usage");
+    register_planned(app, "tree", "Generate a tree view in the terminal for peak memory usage");
+    register_planned(app, "transform", "Generate reports files in different formats");
+    register_planned(app, "live", "Remotely monitor allocations in a text-based interface");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    } catch (const memray::cli::UsageError& e) {
+        std::fprintf(stderr, "memray: error: %s\n", e.what());
+        return e.code();
+    } catch (const memray::format::FormatError& e) {
+        std::fprintf(stderr, "memray: error: %s\n", e.what());
+        return 1;
+    } catch (const memray::format::FileError& e) {
+        std::fprintf(stderr, "memray: error: %s\n", e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "memray: error: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

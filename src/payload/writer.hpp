@@ -1,0 +1,40 @@
+// The writer thread (docs/architecture.md, "Writer thread"): drains the per-thread rings and the
+// metadata channel, merges events by time, encodes them into blocks and writes them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace memray::payload {
+
+struct WriterOptions {
+    int fd = -1;             // output, opened by the caller; the writer closes it
+    const char* path = "";   // for messages
+    bool compress = true;
+    uint32_t flags = 0;      // format::HeaderFlag bits
+    const char* command_line = "";
+    const char* python_version = "";
+    const char* executable = "";
+    uint64_t pid = 0;
+    uint64_t start_ns = 0;         // now_ns() at start: event times are stored relative to it
+    uint64_t start_unix_ms = 0;
+};
+
+// Writes the file header, then starts the writer thread (which emits the loaded objects first).
+// Returns 0, or a negative errno with a message in `err`; on failure no thread runs and the fd
+// is left open for the caller.
+int writer_start(const WriterOptions& options, char* err, size_t err_len) noexcept;
+// Call once tracking is off and no thread is inside the tracker: final drain, trailer (unless a
+// write error happened), close, join.
+void writer_finish() noexcept;
+// True once a write error stopped tracking.
+bool writer_failed() noexcept;
+// True between writer_start() and writer_finish().
+bool writer_running() noexcept;
+// In a forked child: the writer thread does not exist there; forget it and close the child's copy
+// of the output descriptor without writing anything.
+void writer_after_fork_child() noexcept;
+// Wakes the writer now (declared in thread_state.hpp for the hot path too).
+void writer_wake() noexcept;
+
+}  // namespace memray::payload
