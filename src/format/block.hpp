@@ -9,7 +9,8 @@
 
 namespace memray::format {
 
-uint32_t crc32(const void* data, size_t n, uint32_t seed = 0);
+// CRC-32C (Castagnoli) of the stored bytes of a block.
+uint32_t crc32c(const void* data, size_t n, uint32_t seed = 0);
 
 // Upper bound of the framed size of a block with `raw_len` raw bytes.
 size_t max_framed_size(size_t raw_len);

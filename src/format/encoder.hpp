@@ -36,20 +36,31 @@ struct ByteSink {
     void put_le32(uint32_t v) {
         for (int i = 0; i < 4; ++i) put_u8(uint8_t(v >> (8 * i)));
     }
+    // Prefix varint (see records.hpp): the number of bytes is in the trailing zero bits of the
+    // first byte, so the reader decodes a value without a loop or a data-dependent branch.
     void put_varint(uint64_t v) {
-        if (room() >= 10) {  // fast path: no per-byte bounds check
-            while (v >= 0x80) {
-                *pos++ = uint8_t(v) | 0x80;
-                v >>= 7;
+        unsigned bits = 64u - unsigned(__builtin_clzll(v | 1));
+        unsigned n = (bits + 6) / 7;
+        if (n > 8) {
+            if (room() < 9) {
+                overflow = true;
+                return;
             }
-            *pos++ = uint8_t(v);
+            *pos++ = 0;
+            for (int i = 0; i < 8; ++i) *pos++ = uint8_t(v >> (8 * i));
             return;
         }
-        while (v >= 0x80) {
-            put_u8(uint8_t(v) | 0x80);
-            v >>= 7;
+        if (room() < n) {
+            overflow = true;
+            return;
         }
-        put_u8(uint8_t(v));
+        uint64_t w = (v << n) | (uint64_t(1) << (n - 1));
+        if (room() >= 8) {
+            std::memcpy(pos, &w, 8);  // little-endian store; bytes past n are overwritten later
+        } else {
+            for (unsigned i = 0; i < n; ++i) pos[i] = uint8_t(w >> (8 * i));
+        }
+        pos += n;
     }
     void put_zvarint(int64_t v) { put_varint((uint64_t(v) << 1) ^ uint64_t(v >> 63)); }
     void put_bytes(const void* data, size_t n) {

@@ -31,31 +31,28 @@ struct Cursor {
         return *pos++;
     }
     uint64_t varint() {
-        // Fast path: the common one- and two-byte values without a loop.
-        if (end - pos >= 2) {
-            uint8_t b0 = pos[0];
-            if (b0 < 0x80) {
-                pos += 1;
-                return b0;
-            }
-            uint8_t b1 = pos[1];
-            if (b1 < 0x80) {
-                pos += 2;
-                return uint64_t(b0 & 0x7f) | uint64_t(b1) << 7;
-            }
+        if (end - pos >= 17) return Reader::read_varint_unchecked(pos);
+        if (pos >= end) {
+            ok = false;
+            return 0;
+        }
+        uint8_t b0 = *pos;
+        unsigned n = b0 == 0 ? 9 : unsigned(__builtin_ctz(b0)) + 1;
+        if (end - pos < long(n)) {
+            ok = false;
+            pos = end;
+            return 0;
         }
         uint64_t v = 0;
-        for (int shift = 0; shift < 64; shift += 7) {
-            if (pos >= end) {
-                ok = false;
-                return 0;
-            }
-            uint8_t b = *pos++;
-            v |= uint64_t(b & 0x7f) << shift;
-            if (b < 0x80) return v;
+        if (n == 9) {
+            for (int i = 0; i < 8; ++i) v |= uint64_t(pos[1 + i]) << (8 * i);
+        } else {
+            uint64_t w = 0;
+            for (unsigned i = 0; i < n; ++i) w |= uint64_t(pos[i]) << (8 * i);
+            v = w >> n;
         }
-        ok = false;  // more than 10 bytes
-        return 0;
+        pos += n;
+        return v;
     }
     int64_t zvarint() {
         uint64_t v = varint();
@@ -197,7 +194,7 @@ bool Reader::load_block() {
     return true;
 }
 
-Reader::Item Reader::next() {
+Reader::Item Reader::next_slow() {
     for (;;) {
         if (m_pos == m_end) {
             if (m_trailer || !load_block()) {
@@ -220,7 +217,7 @@ Reader::Item Reader::next() {
                 m_event.node = 0;
             } else {
                 m_event.size = c.varint();
-                m_node = uint32_t(int64_t(m_node) + c.zvarint());
+                m_node = uint32_t(uint64_t(m_node) + uint64_t(c.zvarint()));
                 m_event.node = m_node;
             }
             if (!c.ok) corrupt("truncated event record");
@@ -270,7 +267,7 @@ Reader::Item Reader::next() {
                 break;
             }
             case Tag::Node: {
-                uint64_t id = uint64_t(int64_t(m_last_node_id) + c.zvarint());
+                uint64_t id = uint64_t(m_last_node_id) + uint64_t(c.zvarint());
                 StackNode n;
                 n.parent = uint32_t(c.varint());
                 uint8_t kind = c.u8();

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -123,8 +124,15 @@ class Reader {
 
     enum class Item { Event, Sample, End };
     // Advances to the next event or memory sample. Throws FormatError on corruption; a file cut
-    // short ends cleanly with truncated() == true.
-    Item next();
+    // short ends cleanly with truncated() == true. Inline fast path for plain events (the bulk of
+    // a capture); everything else goes through next_slow().
+    Item next() {
+        if (m_listener == nullptr && m_end - m_pos >= k_max_event_bytes && is_event_tag(*m_pos)) {
+            decode_event_unchecked();
+            return Item::Event;
+        }
+        return next_slow();
+    }
     const Event& event() const { return m_event; }
     const MemorySample& sample() const { return m_sample; }
 
@@ -149,6 +157,47 @@ class Reader {
     uint64_t last_time_us() const { return m_time_us; }
 
   private:
+    // An event is at most 1 + 3 * 9 bytes; the unchecked decoder also loads 8 bytes at the
+    // start of each field, so it needs this much left in the block.
+    static constexpr long k_max_event_bytes = 1 + 3 * 9 + 8;
+
+  public:
+    // Prefix varint (records.hpp) without bounds checks: the caller guarantees 17 readable bytes.
+    static uint64_t read_varint_unchecked(const uint8_t*& p) {
+        uint64_t w;
+        std::memcpy(&w, p, 8);
+        if ((w & 0xff) == 0) [[unlikely]] {
+            std::memcpy(&w, p + 1, 8);
+            p += 9;
+            return w;
+        }
+        unsigned n = unsigned(__builtin_ctzll(w)) + 1;
+        p += n;
+        uint64_t value_bits = w >> n;
+        return n == 8 ? value_bits : value_bits & ((uint64_t(1) << (7 * n)) - 1);
+    }
+
+  private:
+    static int64_t unzigzag(uint64_t v) { return int64_t(v >> 1) ^ -int64_t(v & 1); }
+    void decode_event_unchecked() {
+        const uint8_t* p = m_pos;
+        auto kind = Allocator(*p++ - k_event_tag_base);
+        m_address += uint64_t(unzigzag(read_varint_unchecked(p)));
+        m_event.allocator = kind;
+        m_event.address = m_address;
+        m_event.thread = m_thread;
+        m_event.time_us = m_time_us;
+        if (is_deallocator(kind)) {
+            m_event.size = kind == Allocator::Munmap ? read_varint_unchecked(p) : 0;
+            m_event.node = 0;
+        } else {
+            m_event.size = read_varint_unchecked(p);
+            m_node = uint32_t(uint64_t(m_node) + uint64_t(unzigzag(read_varint_unchecked(p))));
+            m_event.node = m_node;
+        }
+        m_pos = p;
+    }
+    Item next_slow();
     bool load_block();
     [[noreturn]] void corrupt(const std::string& what) const;
 

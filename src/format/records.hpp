@@ -14,7 +14,7 @@ namespace memray::format {
 // File layout:  FileHeader | Block | Block | ... (until EOF)
 //   FileHeader := magic[8] u32le(version) u32le(body_len) body[body_len]
 //   Block      := u32le(k_block_magic) u8(codec) u32le(raw_len) u32le(stored_len)
-//                 u32le(crc32 of the stored bytes) stored[stored_len]
+//                 u32le(crc32c of the stored bytes) stored[stored_len]
 // A block's raw bytes are a sequence of whole records. Delta state (time, thread, address, node)
 // starts from zero at every block, so every block decodes on its own once the interning records
 // (code, node, thread, object) that precede it are known.
@@ -85,8 +85,11 @@ enum HeaderFlag : uint32_t {
 //   string python_version ("" when the target is not a Python interpreter), string executable,
 //   varint pointer_size (8)
 //
-// Record tags (first byte of every record). varint = unsigned LEB128, zvarint = zigzag LEB128,
-// string/bytes = varint length + bytes.
+// Record tags (first byte of every record). varint = unsigned prefix varint: a value that needs
+// n <= 8 groups of 7 bits is stored in n bytes as little-endian (v << n) | (1 << (n - 1)), i.e. the
+// count of trailing zero bits of the first byte + 1 is the length; larger values are a 0x00 byte
+// followed by 8 little-endian bytes. zvarint = zigzag then varint. string/bytes = varint length
+// + bytes.
 enum class Tag : uint8_t {
     // varint: microseconds since capture start, as a delta from the previous Time of this block.
     // Every event and sample after it happened at (or within 1 ms after) that time.
