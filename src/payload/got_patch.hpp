@@ -24,8 +24,9 @@ size_t resolve_real(HookedSymbol* symbols, size_t count, const void* self) noexc
 // Patches every slot of every loaded object (skipping the object containing `self` unless it is
 // the main executable, the loader and the vdso) whose relocation names one of `symbols` with a
 // non-null `real`. With `only_new`, objects patched before are skipped unless something was
-// unloaded since (then a reloaded object at the same address is patched again). The table must
-// stay alive until unpatch_all(). Returns the number of slots newly patched, or a negative errno.
+// unloaded since (then a reloaded object at the same address is patched again); `only_new` does
+// nothing unless a full pass ran since the last unpatch_all(). The table must stay alive until
+// unpatch_all(). Returns the number of slots newly patched, or a negative errno.
 int patch_objects(const HookedSymbol* symbols, size_t count, const void* self, bool only_new) noexcept;
 
 // Restores every remembered slot that still holds our hook to its previous value, restoring the

@@ -1,0 +1,378 @@
+// The hook functions that patched GOT slots point to, and install/uninstall (hooks.hpp).
+//
+// Every hook forwards to the *real* definition found by got::resolve_real() (never to "malloc"
+// by name: in a non-PIE executable that name is the executable's own PLT entry, i.e. this hook).
+// Hooks are noexcept, touch only globals written before any slot was patched, and record only
+// while tracking is on and the calling thread is not already inside the tracker.
+#include "payload/hooks.hpp"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+#include "payload/got_patch.hpp"
+#include "payload/log.hpp"
+#include "payload/tracker.hpp"
+
+namespace memray::payload {
+namespace {
+
+using format::Allocator;
+
+enum HookIndex : unsigned {
+    k_malloc,
+    k_free,
+    k_calloc,
+    k_realloc,
+    k_posix_memalign,
+    k_aligned_alloc,
+    k_memalign,
+    k_valloc,
+    k_pvalloc,
+    k_mmap,
+    k_mmap64,
+    k_munmap,
+    k_free_sized,
+    k_free_aligned_sized,
+    k_dlopen,
+    k_dlclose,
+    k_prctl,
+    k_pthread_setname_np,
+    k_hook_count,
+};
+
+// Names, hooks and real functions. The real pointers are written once, before the first slot
+// points at a hook, and never change afterwards (resolve_real only fills empty entries).
+got::HookedSymbol g_symbols[k_hook_count];
+bool g_installed = false;        // atomic access only
+long g_pthread_tid_offset = -1;  // offset of the kernel tid in glibc's struct pthread
+
+template <typename Fn>
+inline Fn real(HookIndex i) noexcept {
+    return reinterpret_cast<Fn>(g_symbols[i].real);
+}
+
+inline bool should_record() noexcept { return tracking_enabled() && !ReentryGuard::active(); }
+
+// The tracker may clobber errno; a successful allocation must not.
+class ErrnoKeeper {
+  public:
+    ErrnoKeeper() noexcept : m_saved(errno) {}
+    ~ErrnoKeeper() { errno = m_saved; }
+
+  private:
+    int m_saved;
+};
+
+void record_alloc(Allocator kind, const void* ptr, size_t size) noexcept {
+    ErrnoKeeper keep;
+    record_allocation(kind, ptr, size);
+}
+
+void record_dealloc(Allocator kind, const void* ptr, size_t size) noexcept {
+    ErrnoKeeper keep;
+    record_deallocation(kind, ptr, size);
+}
+
+long current_tid() noexcept { return syscall(SYS_gettid); }
+
+// ---------------------------------------------------------------------------------------------
+// Allocators. The real call runs with the guard set so that an allocator which calls another
+// hooked function through its own GOT (jemalloc's mmap, say) is recorded once, not twice.
+
+void* hook_malloc(size_t size) noexcept {
+    void* ret;
+    {
+        ReentryGuard guard;
+        ret = real<void* (*)(size_t)>(k_malloc)(size);
+    }
+    if (ret && should_record()) record_alloc(Allocator::Malloc, ret, size);
+    return ret;
+}
+
+void hook_free(void* ptr) noexcept {
+    if (ptr && should_record()) record_dealloc(Allocator::Free, ptr, 0);
+    ReentryGuard guard;
+    real<void (*)(void*)>(k_free)(ptr);
+}
+
+void* hook_calloc(size_t nmemb, size_t size) noexcept {
+    void* ret;
+    {
+        ReentryGuard guard;
+        ret = real<void* (*)(size_t, size_t)>(k_calloc)(nmemb, size);
+    }
+    if (ret && should_record()) record_alloc(Allocator::Calloc, ret, nmemb * size);
+    return ret;
+}
+
+void* hook_realloc(void* ptr, size_t size) noexcept {
+    // realloc(p, 0) releases p (glibc frees it and returns NULL): record that before the memory
+    // can go to another thread.
+    const bool releases = ptr && size == 0;
+    if (releases && should_record()) record_dealloc(Allocator::Free, ptr, 0);
+    void* ret;
+    {
+        ReentryGuard guard;
+        ret = real<void* (*)(void*, size_t)>(k_realloc)(ptr, size);
+    }
+    if (ret && should_record()) {
+        // As memray: the old block is freed and the new one allocated by REALLOC.
+        if (ptr && !releases) record_dealloc(Allocator::Free, ptr, 0);
+        record_alloc(Allocator::Realloc, ret, size);
+    }
+    return ret;
+}
+
+int hook_posix_memalign(void** memptr, size_t alignment, size_t size) noexcept {
+    int ret;
+    {
+        ReentryGuard guard;
+        ret = real<int (*)(void**, size_t, size_t)>(k_posix_memalign)(memptr, alignment, size);
+    }
+    if (ret == 0 && should_record()) record_alloc(Allocator::PosixMemalign, *memptr, size);
+    return ret;
+}
+
+void* hook_aligned_alloc(size_t alignment, size_t size) noexcept {
+    void* ret;
+    {
+        ReentryGuard guard;
+        ret = real<void* (*)(size_t, size_t)>(k_aligned_alloc)(alignment, size);
+    }
+    if (ret && should_record()) record_alloc(Allocator::AlignedAlloc, ret, size);
+    return ret;
+}
+
+void* hook_memalign(size_t alignment, size_t size) noexcept {
+    void* ret;
+    {
+        ReentryGuard guard;
+        ret = real<void* (*)(size_t, size_t)>(k_memalign)(alignment, size);
+    }
+    if (ret && should_record()) record_alloc(Allocator::Memalign, ret, size);
+    return ret;
+}
+
+void* hook_valloc(size_t size) noexcept {
+    void* ret;
+    {
+        ReentryGuard guard;
+        ret = real<void* (*)(size_t)>(k_valloc)(size);
+    }
+    if (ret && should_record()) record_alloc(Allocator::Valloc, ret, size);
+    return ret;
+}
+
+void* hook_pvalloc(size_t size) noexcept {
+    void* ret;
+    {
+        ReentryGuard guard;
+        ret = real<void* (*)(size_t)>(k_pvalloc)(size);
+    }
+    if (ret && should_record()) record_alloc(Allocator::Pvalloc, ret, size);
+    return ret;
+}
+
+using MmapFn = void* (*)(void*, size_t, int, int, int, off_t);
+
+void* mmap_common(HookIndex which, void* addr, size_t length, int prot, int flags, int fd, off_t offset) noexcept {
+    void* ret;
+    {
+        ReentryGuard guard;
+        ret = real<MmapFn>(which)(addr, length, prot, flags, fd, offset);
+    }
+    if (ret != MAP_FAILED && should_record()) record_alloc(Allocator::Mmap, ret, length);
+    return ret;
+}
+
+void* hook_mmap(void* addr, size_t length, int prot, int flags, int fd, off_t offset) noexcept {
+    return mmap_common(k_mmap, addr, length, prot, flags, fd, offset);
+}
+
+void* hook_mmap64(void* addr, size_t length, int prot, int flags, int fd, off_t offset) noexcept {
+    return mmap_common(k_mmap64, addr, length, prot, flags, fd, offset);
+}
+
+int hook_munmap(void* addr, size_t length) noexcept {
+    if (should_record()) record_dealloc(Allocator::Munmap, addr, length);
+    ReentryGuard guard;
+    return real<int (*)(void*, size_t)>(k_munmap)(addr, length);
+}
+
+void hook_free_sized(void* ptr, size_t size) noexcept {
+    if (ptr && should_record()) record_dealloc(Allocator::Free, ptr, 0);
+    ReentryGuard guard;
+    real<void (*)(void*, size_t)>(k_free_sized)(ptr, size);
+}
+
+void hook_free_aligned_sized(void* ptr, size_t alignment, size_t size) noexcept {
+    if (ptr && should_record()) record_dealloc(Allocator::Free, ptr, 0);
+    ReentryGuard guard;
+    real<void (*)(void*, size_t, size_t)>(k_free_aligned_sized)(ptr, alignment, size);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading and unloading
+
+void objects_changed() noexcept {
+    if (__atomic_load_n(&g_installed, __ATOMIC_ACQUIRE)) patch_new_objects();
+    if (tracking_enabled()) notify_objects_changed();
+}
+
+void* hook_dlopen(const char* file, int flags) noexcept {
+    const void* caller = __builtin_return_address(0);
+    auto real_dlopen = real<void* (*)(const char*, int)>(k_dlopen);
+    void* handle = nullptr;
+    char path[PATH_MAX];
+    const char* name = file;
+    if (file && !strchr(file, '/')) {
+        // A name already loaded (as a path's basename or a soname) is returned by the loader without
+        // a search; a path from the caller's RUNPATH could load a second copy instead.
+        handle = real_dlopen(file, flags | RTLD_NOLOAD);
+        if (!handle && got::resolve_library_for_caller(file, caller, path, sizeof(path))) name = path;
+    }
+    if (!handle) handle = real_dlopen(name, flags);
+    if (handle) {
+        ErrnoKeeper keep;
+        objects_changed();
+    }
+    return handle;
+}
+
+int hook_dlclose(void* handle) noexcept {
+    int ret = real<int (*)(void*)>(k_dlclose)(handle);
+    ErrnoKeeper keep;
+    if (__atomic_load_n(&g_installed, __ATOMIC_ACQUIRE)) got::forget_unloaded();
+    if (tracking_enabled()) notify_objects_changed();
+    return ret;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Thread names
+
+// prctl is variadic; on x86-64 its integer arguments arrive in the same registers either way.
+int hook_prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5) noexcept {
+    int ret = real<int (*)(int, ...)>(k_prctl)(option, arg2, arg3, arg4, arg5);
+    if (ret == 0 && option == PR_SET_NAME && arg2 != 0 && should_record()) {
+        char name[16];  // what the kernel keeps: 15 bytes and a NUL
+        strncpy(name, reinterpret_cast<const char*>(arg2), sizeof(name) - 1);
+        name[sizeof(name) - 1] = '\0';
+        ErrnoKeeper keep;
+        record_thread_name(current_tid(), name);
+    }
+    return ret;
+}
+
+int hook_pthread_setname_np(pthread_t thread, const char* name) noexcept {
+    int ret = real<int (*)(pthread_t, const char*)>(k_pthread_setname_np)(thread, name);
+    if (ret == 0 && name && should_record()) {
+        long tid = -1;
+        if (pthread_equal(thread, pthread_self())) {
+            tid = current_tid();
+        } else if (g_pthread_tid_offset >= 0) {
+            tid = *reinterpret_cast<const pid_t*>(reinterpret_cast<const char*>(thread) + g_pthread_tid_offset);
+        }
+        ErrnoKeeper keep;
+        if (tid > 0) record_thread_name(tid, name);
+    }
+    return ret;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const void* self_address() noexcept { return reinterpret_cast<const void*>(&install_hooks); }
+
+void init_table() noexcept {
+    struct Entry {
+        HookIndex index;
+        const char* name;
+        void* hook;
+    };
+    static const Entry k_entries[] = {
+        {k_malloc, "malloc", reinterpret_cast<void*>(&hook_malloc)},
+        {k_free, "free", reinterpret_cast<void*>(&hook_free)},
+        {k_calloc, "calloc", reinterpret_cast<void*>(&hook_calloc)},
+        {k_realloc, "realloc", reinterpret_cast<void*>(&hook_realloc)},
+        {k_posix_memalign, "posix_memalign", reinterpret_cast<void*>(&hook_posix_memalign)},
+        {k_aligned_alloc, "aligned_alloc", reinterpret_cast<void*>(&hook_aligned_alloc)},
+        {k_memalign, "memalign", reinterpret_cast<void*>(&hook_memalign)},
+        {k_valloc, "valloc", reinterpret_cast<void*>(&hook_valloc)},
+        {k_pvalloc, "pvalloc", reinterpret_cast<void*>(&hook_pvalloc)},
+        {k_mmap, "mmap", reinterpret_cast<void*>(&hook_mmap)},
+        {k_mmap64, "mmap64", reinterpret_cast<void*>(&hook_mmap64)},
+        {k_munmap, "munmap", reinterpret_cast<void*>(&hook_munmap)},
+        {k_free_sized, "free_sized", reinterpret_cast<void*>(&hook_free_sized)},
+        {k_free_aligned_sized, "free_aligned_sized", reinterpret_cast<void*>(&hook_free_aligned_sized)},
+        {k_dlopen, "dlopen", reinterpret_cast<void*>(&hook_dlopen)},
+        {k_dlclose, "dlclose", reinterpret_cast<void*>(&hook_dlclose)},
+        {k_prctl, "prctl", reinterpret_cast<void*>(&hook_prctl)},
+        {k_pthread_setname_np, "pthread_setname_np", reinterpret_cast<void*>(&hook_pthread_setname_np)},
+    };
+    static_assert(sizeof(k_entries) / sizeof(k_entries[0]) == k_hook_count);
+    for (const Entry& e : k_entries) {
+        g_symbols[e.index].name = e.name;
+        g_symbols[e.index].hook = e.hook;
+    }
+}
+
+// glibc publishes struct pthread's layout for libthread_db; trust it only if it finds our own tid.
+void find_pthread_tid_offset() noexcept {
+    if (g_pthread_tid_offset >= 0) return;
+    got::HookedSymbol desc{"_thread_db_pthread_tid", nullptr, nullptr};
+    if (got::resolve_real(&desc, 1, self_address()) == 0) return;
+    const auto* d = static_cast<const uint32_t*>(desc.real);  // {size in bits, count, offset}
+    if (d[0] != 32 || d[2] > 4096) return;
+    const auto* self = reinterpret_cast<const char*>(pthread_self());
+    if (*reinterpret_cast<const pid_t*>(self + d[2]) == pid_t(current_tid())) g_pthread_tid_offset = d[2];
+}
+
+}  // namespace
+
+int install_hooks() noexcept {
+    ReentryGuard guard;  // anything we call may allocate; none of it is the program's
+    init_table();
+    got::resolve_real(g_symbols, k_hook_count, self_address());
+    static const HookIndex k_required[] = {k_malloc, k_free, k_calloc, k_realloc};
+    for (HookIndex required : k_required) {
+        if (!g_symbols[required].real) {
+            log(LogLevel::Error, "cannot find the real %s in any loaded object; not tracking",
+                g_symbols[required].name);
+            return -ENOENT;
+        }
+    }
+    find_pthread_tid_offset();
+    __atomic_store_n(&g_installed, true, __ATOMIC_RELEASE);
+    int ret = got::patch_objects(g_symbols, k_hook_count, self_address(), false);
+    if (ret < 0) {
+        log(LogLevel::Error, "patching GOT slots failed (%s); not tracking", strerror(-ret));
+        uninstall_hooks();
+        return ret;
+    }
+    log(LogLevel::Debug, "patched %u GOT slots", got::patched_slot_count());
+    return 0;
+}
+
+int patch_new_objects() noexcept {
+    if (!__atomic_load_n(&g_installed, __ATOMIC_ACQUIRE)) return 0;
+    ReentryGuard guard;
+    int ret = got::patch_objects(g_symbols, k_hook_count, self_address(), true);
+    return ret < 0 ? ret : 0;
+}
+
+void uninstall_hooks() noexcept {
+    ReentryGuard guard;
+    __atomic_store_n(&g_installed, false, __ATOMIC_RELEASE);
+    got::unpatch_all();
+}
+
+unsigned patched_slot_count() noexcept { return got::patched_slot_count(); }
+
+}  // namespace memray::payload
