@@ -1,0 +1,88 @@
+#include "report/allocation_tracker.hpp"
+
+#include <algorithm>
+#include <iterator>
+
+namespace memray::report {
+
+void AllocationTracker::on_mmap(const format::Event& e) {
+    ++m_allocations;
+    m_total_bytes += e.size;
+    m_by_allocator[uint8_t(format::Allocator::Mmap)] += 1;
+    count_size(e.size);
+    if (e.size == 0) return;
+    // A mapping placed over live ones (MAP_FIXED) replaces them.
+    on_munmap(e.address, e.size);
+    m_mmaps.emplace(e.address, MmapRange{e.address + e.size, e.node});
+    ++m_mmap_count;
+    NodeStats& n = node_for_update(e.node);
+    n.total_count += 1;
+    n.total_bytes += e.size;
+    n.live_count += 1;
+    n.live_bytes += e.size;
+    m_heap += e.size;
+}
+
+void AllocationTracker::on_munmap(uint64_t address, uint64_t size) {
+    if (size == 0 || m_mmaps.empty()) return;
+    uint64_t end = address + size;
+    auto it = m_mmaps.upper_bound(address);
+    if (it != m_mmaps.begin()) --it;
+    while (it != m_mmaps.end() && it->first < end) {
+        uint64_t r_start = it->first;
+        MmapRange r = it->second;
+        if (r.end <= address) {
+            ++it;
+            continue;
+        }
+        uint64_t cut_start = std::max(r_start, address);
+        uint64_t cut_end = std::min(r.end, end);
+        bool keep_left = r_start < cut_start;
+        bool keep_right = cut_end < r.end;
+        // Each remaining piece counts as one allocation, as memray's interval tree does.
+        int64_t count_delta = int64_t(keep_left) + int64_t(keep_right) - 1;
+        it = m_mmaps.erase(it);
+        if (keep_left) m_mmaps.emplace(r_start, MmapRange{cut_start, r.node});
+        if (keep_right) it = std::next(m_mmaps.emplace(cut_end, MmapRange{r.end, r.node}).first);
+        m_mmap_count += uint64_t(count_delta);
+        NodeStats& n = node_for_update(r.node);
+        n.live_bytes -= cut_end - cut_start;
+        n.live_count += uint64_t(count_delta);
+        m_heap -= cut_end - cut_start;
+    }
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> AllocationTracker::count_by_size() const {
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    for (uint64_t size = 0; size < k_dense_sizes; ++size)
+        if (m_by_small_size[size]) out.emplace_back(size, m_by_small_size[size]);
+    m_by_size.for_each([&](uint64_t size, const uint64_t& count) { out.emplace_back(size, count); });
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+uint64_t track_capture(format::Reader& reader, AllocationTracker& tracker) {
+    // Events go through a small ring: each is prefetched when it enters and processed when it
+    // leaves, k_ahead events later, in the original order.
+    constexpr size_t k_ahead = 64;
+    format::Event ring[k_ahead];
+    uint64_t events = 0;
+    for (;;) {
+        auto item = reader.next();
+        if (item == format::Reader::Item::Event) {
+            const format::Event& e = reader.event();
+            tracker.prefetch(e);
+            format::Event& slot = ring[events % k_ahead];
+            if (events >= k_ahead) tracker.on_event(slot);
+            slot = e;
+            ++events;
+        } else if (item == format::Reader::Item::End) {
+            break;
+        }
+    }
+    uint64_t first = events > k_ahead ? events - k_ahead : 0;
+    for (uint64_t i = first; i < events; ++i) tracker.on_event(ring[i % k_ahead]);
+    return events;
+}
+
+}  // namespace memray::report

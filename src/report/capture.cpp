@@ -1,0 +1,24 @@
+#include "report/capture.hpp"
+
+#include <sys/stat.h>
+
+#include <cstdio>
+
+namespace memray::report {
+
+std::unique_ptr<format::Reader> open_capture(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+        throw format::FileError("No such file: " + path);
+    return std::make_unique<format::Reader>(path);
+}
+
+void warn_if_truncated(const format::Reader& reader) {
+    if (!reader.truncated()) return;
+    std::fprintf(stderr,
+                 "memray: warning: %s is incomplete: %s; reporting what it holds up to its last "
+                 "complete block\n",
+                 reader.path().c_str(), reader.truncation_reason().c_str());
+}
+
+}  // namespace memray::report

@@ -1,0 +1,376 @@
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include "capture_builder.hpp"
+#include "format/reader.hpp"
+#include "report/allocation_tracker.hpp"
+#include "report/flat_map.hpp"
+#include "report/size_format.hpp"
+#include "report/stack_resolver.hpp"
+#include "report/stats.hpp"
+#include "report/summary.hpp"
+
+using namespace memray;
+using format::Allocator;
+using memray::testing::CaptureBuilder;
+
+namespace {
+
+std::string temp_path(const char* name) {
+    return std::string(P_tmpdir) + "/memray-report-test-" + std::to_string(getpid()) + "-" + name;
+}
+
+format::HeaderFields python_header() {
+    format::HeaderFields h;
+    h.pid = 321;
+    h.start_time_unix_ms = 1672534800000ull;  // 2023-01-01 01:00:00 UTC
+    h.command_line = "python3 app.py";
+    h.python_version = "3.11.7";
+    h.executable = "/usr/bin/python3";
+    return h;
+}
+
+// Reads a whole capture into a tracker.
+struct Loaded {
+    format::Reader reader;
+    report::AllocationTracker tracker;
+    explicit Loaded(const std::string& path) : reader(path) {
+        report::track_capture(reader, tracker);
+    }
+};
+
+// A small Python capture:
+//   <memray> bootstrap -> main (app.py:1) -> outer (app.py:10) -> inner (app.py:20)
+// inner keeps 7 x 1 MiB, frees 3; outer allocates 4 kB once directly; a worker thread mallocs
+// 100 bytes from main and calloc's 300 bytes from inner, both freed.
+void write_python_capture(const std::string& path, bool trailer = true) {
+    CaptureBuilder b(path, python_header());
+    b.thread_info(1, 1000, "MainThread");
+    b.thread_info(2, 1001, "worker");
+    b.code(1, "<module>", "<memray>", 1);
+    b.code(2, "main", "/src/app.py", 1);
+    b.code(3, "outer", "/src/app.py", 10);
+    b.code(4, "inner", "/src/app.py", 20);
+    b.python_node(1, 0, 1);
+    b.python_node(2, 1, 2);
+    b.python_node(3, 2, 3);
+    b.python_node(4, 3, 4);
+    b.time(1000);
+    b.thread(1);
+    const uint64_t mib = 1 << 20;
+    for (uint64_t i = 0; i < 7; ++i) b.alloc(Allocator::Malloc, 0x100000 * (i + 1), mib, 4);
+    b.alloc(Allocator::Malloc, 0x9000000, 4096, 3);
+    b.flush_block();  // the rest is in a second block: delta state restarts
+    b.time(2000);
+    for (uint64_t i = 0; i < 3; ++i) b.dealloc(Allocator::Free, 0x100000 * (i + 1));
+    b.thread(2);
+    b.alloc(Allocator::Malloc, 0xa000000, 100, 2);
+    b.alloc(Allocator::Calloc, 0xb000000, 300, 4);
+    b.dealloc(Allocator::Free, 0xa000000);
+    b.dealloc(Allocator::Free, 0xb000000);
+    b.sample(2500, 50 << 20);
+    if (trailer) b.finish(3000);
+    else {
+        b.flush_block();
+        b.close();
+    }
+}
+
+void use_utc() {
+    setenv("TZ", "UTC", 1);
+    tzset();
+}
+
+}  // namespace
+
+TEST_CASE("size_fmt prints like memray") {
+    CHECK(report::size_fmt(0) == "0.000B");
+    CHECK(report::size_fmt(4) == "4.000B");
+    CHECK(report::size_fmt(999) == "999.000B");
+    CHECK(report::size_fmt(1000) == "1.000kB");
+    CHECK(report::size_fmt(2047) == "2.047kB");
+    CHECK(report::size_fmt(3072) == "3.072kB");
+    CHECK(report::size_fmt(1500000) == "1.500MB");
+    CHECK(report::size_fmt(3341500) == "3.341MB");
+    CHECK(report::size_fmt(5242880) == "5.243MB");
+    CHECK(report::size_fmt(uint64_t(7) << 30) == "7.516GB");
+}
+
+TEST_CASE("FlatMap survives insert/erase churn") {
+    report::FlatMap<uint64_t> m;
+    std::vector<uint64_t> keys;
+    for (uint64_t i = 1; i <= 20000; ++i) {
+        keys.push_back(i * 16);
+        m[i * 16] = i;
+    }
+    for (uint64_t i = 1; i <= 20000; i += 2) CHECK(m.erase(i * 16));
+    CHECK(m.size() == 10000);
+    for (uint64_t i = 1; i <= 20000; ++i) {
+        uint64_t* v = m.find(i * 16);
+        if (i % 2) CHECK(v == nullptr);
+        else {
+            REQUIRE(v != nullptr);
+            CHECK(*v == i);
+        }
+    }
+    m[0] = 5;  // the zero key is kept aside
+    CHECK(m.size() == 10001);
+    CHECK(*m.find(0) == 5);
+}
+
+TEST_CASE("histogram bins match memray's") {
+    std::vector<uint64_t> sizes = {2500,   11000,  11000,  12000,  60000,  65000,  120000,
+                                   125000, 125000, 160000, 170000, 180000, 800000, 1500000};
+    std::vector<std::pair<uint64_t, uint64_t>> data;
+    for (uint64_t s : sizes) {
+        if (!data.empty() && data.back().first == s) ++data.back().second;
+        else data.emplace_back(s, 1);
+    }
+    using Bins = std::vector<std::pair<uint64_t, uint64_t>>;
+    CHECK(report::histogram_bins(data, 5) ==
+          Bins{{8986, 1}, {32299, 3}, {116099, 2}, {417312, 6}, {1500000, 2}});
+    // Values chosen by memray's tests to provoke floating point rounding at the edges.
+    CHECK(report::histogram_bins({{32, 1}, {1050856, 1}}, 10) ==
+          Bins{{90, 1}, {256, 0}, {724, 0}, {2049, 0}, {5798, 0}, {16405, 0}, {46411, 0},
+               {131299, 0}, {371453, 0}, {1050856, 1}});
+    CHECK(report::histogram_bins({{536, 2}, {576, 1}, {592, 1}, {4486, 1}, {10000000000, 1}},
+                                 10) ==
+          Bins{{2859, 4}, {15252, 1}, {81360, 0}, {434009, 0}, {2315167, 0}, {12349970, 0},
+               {65879369, 0}, {351425246, 0}, {1874633954, 0}, {10000000000, 1}});
+    CHECK(report::histogram_bins({{10000000000, 3}}, 10) ==
+          Bins{{316227, 0}, {999999, 0}, {3162277, 0}, {10000000, 0}, {31622776, 0},
+               {100000000, 0}, {316227766, 0}, {999999999, 0}, {3162277660, 0},
+               {10000000000, 3}});
+    CHECK(report::draw_histogram(data, 5) ==
+          "min: 2.500kB\n"
+          "\t----------------------------------------\n"
+          "\t< 8.986kB  : 1 ▇▇▇▇▇\n"
+          "\t< 32.299kB : 3 ▇▇▇▇▇▇▇▇▇▇▇▇▇\n"
+          "\t< 116.099kB: 2 ▇▇▇▇▇▇▇▇▇\n"
+          "\t< 417.312kB: 6 ▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇\n"
+          "\t<=1.500MB  : 2 ▇▇▇▇▇▇▇▇▇\n"
+          "\t----------------------------------------\n"
+          "\tmax: 1.500MB");
+}
+
+TEST_CASE("high-water mark: the latest peak, and what was alive there") {
+    std::string path = temp_path("peak.bin");
+    {
+        CaptureBuilder b(path, python_header());
+        b.code(1, "f", "/a.py", 1);
+        b.python_node(1, 0, 1);
+        b.python_node(2, 0, 1);
+        b.python_node(3, 0, 1);
+        b.time(1000);
+        b.alloc(Allocator::Malloc, 0x1000, 100, 1);  // heap 100
+        b.alloc(Allocator::Malloc, 0x2000, 200, 2);  // heap 300: peak
+        b.time(5000);
+        b.dealloc(Allocator::Free, 0x1000);          // 200
+        b.alloc(Allocator::Malloc, 0x3000, 100, 3);  // 300 again: the latest peak wins
+        b.dealloc(Allocator::Free, 0x2000);          // 100
+        b.dealloc(Allocator::Free, 0xdead0);         // unknown address: ignored
+        b.finish(6000);
+    }
+    Loaded l(path);
+    CHECK(l.tracker.peak() == 300);
+    CHECK(l.tracker.peak_time_us() == 5000);
+    CHECK(l.tracker.heap() == 100);
+    CHECK(l.tracker.at_peak(1).bytes == 0);
+    CHECK(l.tracker.at_peak(2).bytes == 200);
+    CHECK(l.tracker.at_peak(3).bytes == 100);
+    CHECK(l.tracker.at_end(2).bytes == 0);
+    CHECK(l.tracker.at_end(3).bytes == 100);
+    CHECK(l.tracker.at_end(3).count == 1);
+    CHECK(l.tracker.allocations() == 3);
+    CHECK(l.tracker.deallocations() == 3);
+    std::remove(path.c_str());
+}
+
+TEST_CASE("mmap ranges are trimmed and split by munmap; reused addresses replace blocks") {
+    std::string path = temp_path("mmap.bin");
+    {
+        CaptureBuilder b(path, python_header());
+        b.code(1, "f", "/a.py", 1);
+        b.python_node(1, 0, 1);
+        b.python_node(2, 0, 1);
+        b.time(1000);
+        b.alloc(Allocator::Mmap, 0x10000, 0x4000, 1);      // 16 KiB
+        b.dealloc(Allocator::Munmap, 0x11000, 0x1000);     // hole in the middle: 2 pieces
+        b.dealloc(Allocator::Munmap, 0x13800, 0x800);      // trims the right piece
+        b.alloc(Allocator::Malloc, 0x50000, 64, 2);
+        b.alloc(Allocator::Malloc, 0x50000, 32, 2);        // same address, free not seen
+        b.finish(2000);
+    }
+    Loaded l(path);
+    CHECK(l.tracker.peak() == 0x4000);
+    CHECK(l.tracker.at_end(1).bytes == 0x4000 - 0x1000 - 0x800);
+    CHECK(l.tracker.at_end(1).count == 2);
+    CHECK(l.tracker.at_end(2).bytes == 32);
+    CHECK(l.tracker.at_end(2).count == 1);
+    CHECK(l.tracker.heap() == 0x4000 - 0x1800 + 32);
+    std::remove(path.c_str());
+}
+
+TEST_CASE("stacks: python frames with lines, bootstrap dropped, native as module+offset") {
+    std::string path = temp_path("stacks.bin");
+    {
+        format::HeaderFields h = python_header();
+        h.flags = format::k_flag_native;
+        CaptureBuilder b(path, h);
+        b.objects_reset(1);
+        b.object(0x7f0000000000, "/usr/lib/libfoo.so", {{0x1000, 0x2000}});
+        b.object(0x400000, "", {{0x0, 0x1000}});  // the executable has an empty path
+        b.code(1, "<module>", "<memray>", 1);
+        b.code(2, "work", "/src/w.py", 42);
+        b.python_node(1, 0, 1);
+        b.python_node(2, 1, 2);
+        b.native_node(3, 2, 0x7f0000001234);
+        b.native_node(4, 0, 0x400010);
+        b.native_node(5, 0, 0x1234);  // in no object
+        b.finish(1);
+    }
+    format::Reader r(path);
+    while (r.next() != format::Reader::Item::End) {
+    }
+    report::StackResolver res(r);
+    auto s = res.stack(2);
+    REQUIRE(s.size() == 1);
+    CHECK(s[0] == report::Frame{"work", "/src/w.py", 42, false});
+    // Python frames win over native ones until hybrid stacks land.
+    CHECK(res.stack(3).size() == 1);
+    CHECK(res.frame(3).function == "libfoo.so+0x1234");
+    CHECK(res.frame(3).file == "/usr/lib/libfoo.so");
+    auto native = res.stack(4);
+    REQUIRE(native.size() == 1);
+    CHECK(native[0].function == "python3+0x10");
+    CHECK(res.frame(5).function == "0x1234");
+    CHECK(res.stack(0).empty());
+    report::Frame top;
+    CHECK(res.top_frame(3, top));
+    CHECK(top.function == "work");
+    CHECK_FALSE(res.top_frame(1, top));  // bootstrap only
+    std::remove(path.c_str());
+}
+
+TEST_CASE("stats of a python capture: totals, allocators, locations, text and JSON") {
+    use_utc();
+    std::string path = temp_path("stats.bin");
+    write_python_capture(path);
+    Loaded l(path);
+    report::StackResolver res(l.reader);
+    report::Stats s = report::compute_stats(l.reader, l.tracker, res, 5);
+    const uint64_t mib = 1 << 20;
+    CHECK(s.total_num_allocations == 10);
+    CHECK(s.total_bytes_allocated == 7 * mib + 4096 + 100 + 300);
+    CHECK(s.peak_memory == 7 * mib + 4096);
+    using Dist = std::vector<std::pair<std::string, uint64_t>>;
+    CHECK(s.allocator_distribution == Dist{{"MALLOC", 9}, {"CALLOC", 1}});
+    CHECK(s.top_by_size == Dist{{"inner:/src/app.py:20", 7 * mib + 300},
+                                {"outer:/src/app.py:10", 4096},
+                                {"main:/src/app.py:1", 100}});
+    // Ties keep the order of the stacks (first seen first).
+    CHECK(s.top_by_count == Dist{{"inner:/src/app.py:20", 8},
+                                 {"main:/src/app.py:1", 1},
+                                 {"outer:/src/app.py:10", 1}});
+    REQUIRE(s.top_modules_by_size.size() == 1);
+    CHECK(s.top_modules_by_size[0].module == "app");
+    CHECK(s.top_modules_by_size[0].num_allocations == 10);
+
+    std::string text = report::render_stats_text(s, 5, false);
+    CHECK(text ==
+          "📏 Total allocations:\n\t10\n\n"
+          "📦 Total memory allocated:\n\t7.345MB\n\n"
+          "📈 Peak memory usage:\n\t7.344MB\n\n"
+          "📊 Histogram of allocation size:\n"
+          "\tmin: 100.000B\n"
+          "\t----------------------------------------\n"
+          "\t< 252.000B : 1 ▇▇▇▇\n"
+          "\t< 636.000B : 1 ▇▇▇▇\n"
+          "\t< 1.607kB  : 0 \n"
+          "\t< 4.057kB  : 0 \n"
+          "\t< 10.240kB : 1 ▇▇▇▇\n"
+          "\t< 25.844kB : 0 \n"
+          "\t< 65.225kB : 0 \n"
+          "\t< 164.618kB: 0 \n"
+          "\t< 415.470kB: 0 \n"
+          "\t<=1.049MB  : 7 ▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇▇\n"
+          "\t----------------------------------------\n"
+          "\tmax: 1.049MB\n\n"
+          "📂 Allocator type distribution:\n\t MALLOC: 9\n\t CALLOC: 1\n\n"
+          "🥇 Top 5 largest allocating locations (by size):\n"
+          "\t- inner:/src/app.py:20 -> 7.340MB\n"
+          "\t- outer:/src/app.py:10 -> 4.096kB\n"
+          "\t- main:/src/app.py:1 -> 100.000B\n\n"
+          "🥇 Top 5 largest allocating locations (by number of allocations):\n"
+          "\t- inner:/src/app.py:20 -> 8\n"
+          "\t- main:/src/app.py:1 -> 1\n"
+          "\t- outer:/src/app.py:10 -> 1\n\n"
+          "🥇 Top 5 allocating modules (by size):\n"
+          "\t- app: 7.345MB total | 10 allocations\n\n"
+          "🥇 Top 5 allocating modules (by number of allocations):\n"
+          "\t- app: 7.345MB total | 10 allocations\n");
+
+    std::string json = report::render_stats_json(s);
+    CHECK(json.rfind("{\n  \"total_num_allocations\": 10,\n  \"total_bytes_allocated\": 7344528,\n"
+                     "  \"allocation_size_histogram\": [\n    {\n      \"min_bytes\": 0,\n"
+                     "      \"max_bytes\": 251,\n      \"count\": 1\n    },\n",
+                     0) == 0);
+    CHECK(json.find("\"allocator_type_distribution\": {\n    \"MALLOC\": 9,\n    \"CALLOC\": 1\n  }") !=
+          std::string::npos);
+    CHECK(json.find("\"metadata\": {\n    \"start_time\": \"2023-01-01 01:00:00+00:00\",\n"
+                    "    \"end_time\": \"2023-01-01 01:00:00.003000+00:00\",\n"
+                    "    \"total_allocations\": 15,\n") != std::string::npos);
+    CHECK(json.find("\"main_thread_id\": 1000,") != std::string::npos);
+    CHECK(json.back() == '}');
+    std::remove(path.c_str());
+}
+
+TEST_CASE("summary of a python capture: own and total memory at the peak") {
+    std::string path = temp_path("summary.bin");
+    write_python_capture(path);
+    Loaded l(path);
+    report::StackResolver res(l.reader);
+    report::Summary s = report::compute_summary(l.tracker, res);
+    const uint64_t mib = 1 << 20;
+    CHECK(s.snapshot_bytes == 7 * mib + 4096);
+    CHECK(s.snapshot_count == 8);
+    REQUIRE(s.rows.size() == 3);
+    std::string table = report::render_summary(s, 1, 10, {});
+    CHECK(table ==
+          "┏━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━┓\n"
+          "┃ Location             ┃ <Total Memory> ┃ Total Memory % ┃ Own Memory ┃ Own Memory % ┃ Allocation Count ┃\n"
+          "┡━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━┩\n"
+          "│ outer at /src/app.py │        7.344MB │        100.00% │    4.096kB │        0.06% │                8 │\n"
+          "│ main at /src/app.py  │        7.344MB │        100.00% │     0.000B │        0.00% │                8 │\n"
+          "│ inner at /src/app.py │        7.340MB │         99.94% │    7.340MB │       99.94% │                7 │\n"
+          "└──────────────────────┴────────────────┴────────────────┴────────────┴──────────────┴──────────────────┘\n");
+    // Sorted by own memory, two rows.
+    std::string by_own = report::render_summary(s, 3, 2, {});
+    CHECK(by_own.find("<Own Memory>") != std::string::npos);
+    CHECK(by_own.find("inner at") < by_own.find("outer at"));
+    CHECK(by_own.find("main at") == std::string::npos);
+    // A narrow terminal wraps headers and locations, never numbers.
+    report::TableStyle narrow;
+    narrow.width = 80;
+    std::string wrapped = report::render_summary(s, 1, 10, narrow);
+    CHECK(wrapped.find("7.344MB") != std::string::npos);
+    CHECK(wrapped.find("100.00%") != std::string::npos);
+    std::remove(path.c_str());
+}
+
+TEST_CASE("a capture cut short (no trailer) still reports what it holds") {
+    std::string path = temp_path("cut.bin");
+    write_python_capture(path, false);
+    Loaded l(path);
+    CHECK(l.reader.truncated());
+    CHECK(l.tracker.allocations() == 10);
+    CHECK(l.tracker.peak() == 7 * (1 << 20) + 4096);
+    std::remove(path.c_str());
+}
