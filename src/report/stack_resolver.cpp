@@ -79,9 +79,13 @@ std::vector<Frame> StackResolver::stack(uint32_t node) const {
     const auto& nodes = m_reader.nodes();
     std::vector<uint32_t> python, native;
     // Bounded walk: a corrupt (cyclic) parent chain must not loop forever.
+    // `memray run`'s bootstrap frames and everything outside them (the `python -c` stub that
+    // runs the bootstrap) are ours, not the user's: drop them.
+    bool outside_user_code = false;
     for (size_t steps = 0; node != 0 && node < nodes.size() && steps < nodes.size(); ++steps) {
         if (nodes[node].kind == format::FrameKind::Python) {
-            if (!is_bootstrap(node)) python.push_back(node);
+            if (is_bootstrap(node)) outside_user_code = true;
+            if (!outside_user_code) python.push_back(node);
         } else {
             native.push_back(node);
         }
