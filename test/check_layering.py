@@ -43,6 +43,9 @@ for lib in needed:
 undef = subprocess.run(["nm", "-D", "--undefined-only", payload], capture_output=True, text=True,
                        check=True).stdout.split()
 for sym in undef:
+    sym = sym.split("@")[0]
+    if sym == "__cxa_finalize":  # imported by crtbegin of every shared library, C ones included
+        continue
     if sym.startswith("_Z") or sym.startswith("__cxa_") or "gxx_personality" in sym or sym == "_Unwind_Resume":
         problems.append(f"payload imports C++ runtime symbol {sym}")
 

@@ -42,10 +42,9 @@ __attribute__((target("sse4.2"))) uint32_t crc32c_hw(const uint8_t* p, size_t n,
     return c;
 }
 
-bool have_sse42() {
-    static const bool yes = __builtin_cpu_supports("sse4.2");
-    return yes;
-}
+// A plain load of libgcc's CPU model (filled by its constructor); no function-local static,
+// whose guard would drag the C++ runtime into the payload.
+bool have_sse42() { return __builtin_cpu_supports("sse4.2"); }
 #endif
 
 void put_le32(uint8_t* p, uint32_t v) {

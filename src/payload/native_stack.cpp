@@ -1,0 +1,62 @@
+#include "payload/native_stack.hpp"
+
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
+#include <link.h>
+
+#include <cstring>
+
+namespace memray::payload {
+
+namespace {
+
+// Address range of the payload's executable segments: its frames (hook, tracker, walker) are
+// not part of the program's stack.
+uintptr_t g_self_lo = 0;
+uintptr_t g_self_hi = 0;
+
+int find_self(dl_phdr_info* info, size_t, void* data) noexcept {
+    uintptr_t probe = reinterpret_cast<uintptr_t>(data);
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+        uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
+        uintptr_t hi = lo + ph.p_memsz;
+        if (probe >= lo && probe < hi) {
+            g_self_lo = lo;
+            g_self_hi = hi;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+}  // namespace
+
+void native_stack_init() noexcept {
+    // Per-thread caches: no lock shared between threads while unwinding.
+    unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+    if (!g_self_hi) {
+        dl_iterate_phdr(find_self, reinterpret_cast<void*>(&native_stack_init));
+    }
+}
+
+size_t native_walk(uintptr_t* out, size_t max) noexcept {
+    constexpr int k_extra = 16;  // room for the payload's own frames, which are dropped
+    constexpr int k_max = 128;
+    void* buf[k_max + k_extra];  // small: hooks may run on threads with tiny stacks
+    if (max > size_t(k_max)) max = k_max;
+    int n = unw_backtrace(buf, int(max) + k_extra);
+    if (n <= 0) return 0;
+    int i = 0;
+    while (i < n) {
+        uintptr_t ip = reinterpret_cast<uintptr_t>(buf[i]);
+        if (ip < g_self_lo || ip >= g_self_hi) break;
+        ++i;
+    }
+    size_t count = 0;
+    for (; i < n && count < max; ++i) out[count++] = reinterpret_cast<uintptr_t>(buf[i]);
+    return count;
+}
+
+}  // namespace memray::payload

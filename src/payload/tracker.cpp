@@ -1,0 +1,330 @@
+#include "payload/tracker.hpp"
+
+#include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <ctime>
+#include <new>
+
+#include "payload/log.hpp"
+#include "payload/native_stack.hpp"
+#include "payload/python_stack.hpp"
+#include "payload/stack_intern.hpp"
+#include "payload/thread_state.hpp"
+
+namespace memray::payload {
+
+__thread bool t_in_tracker __attribute__((tls_model("initial-exec"))) = false;
+
+namespace {
+
+// With t_in_tracker, the only initial-exec TLS of the payload (9 bytes with padding to 16).
+__thread ThreadState* t_state __attribute__((tls_model("initial-exec"))) = nullptr;
+
+std::atomic<bool> g_enabled{false};
+std::atomic<uint32_t> g_session{0};
+bool g_python = false;
+bool g_native = false;
+std::atomic<ThreadState*> g_threads{nullptr};
+std::atomic<bool> g_objects_changed{false};
+pthread_key_t g_exit_key;
+bool g_initialized = false;
+// How tracker_wait_quiescent() makes the hot path's busy flag visible. With membarrier the hot
+// path needs only a compiler barrier between "busy = 1" and "enabled?"; without it, a full fence.
+enum class Barrier { PrivateExpedited, Global, HotPathFence } g_barrier = Barrier::HotPathFence;
+bool g_hot_fence = true;
+
+long sys_gettid() noexcept { return syscall(SYS_gettid); }
+
+void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, long timeout_ns) noexcept {
+    timespec ts{0, timeout_ns};
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, &ts,
+            nullptr, 0);
+}
+
+void on_thread_exit(void* p) noexcept {
+    // The thread may still allocate in later TLS destructors: it keeps its state (t_state is
+    // not cleared) and the writer recycles the state only once the tid is gone.
+    static_cast<ThreadState*>(p)->status.store(uint32_t(StateStatus::Exited),
+                                               std::memory_order_release);
+}
+
+// Called with the guard set (pthread_setspecific may allocate).
+ThreadState* register_thread() noexcept {
+    ThreadState* s = nullptr;
+    for (ThreadState* it = g_threads.load(std::memory_order_acquire); it; it = it->next) {
+        uint32_t expected = uint32_t(StateStatus::Free);
+        if (it->status.compare_exchange_strong(expected, uint32_t(StateStatus::Live),
+                                               std::memory_order_acq_rel)) {
+            s = it;
+            break;
+        }
+    }
+    if (!s) {
+        void* mem = mmap(nullptr, sizeof(ThreadState), PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED) return nullptr;
+        s = new (mem) ThreadState;
+        s->status.store(uint32_t(StateStatus::Live), std::memory_order_relaxed);
+        ThreadState* head = g_threads.load(std::memory_order_relaxed);
+        do {
+            s->next = head;
+        } while (!g_threads.compare_exchange_weak(head, s, std::memory_order_release,
+                                                  std::memory_order_relaxed));
+    }
+    s->tid.store(sys_gettid(), std::memory_order_relaxed);
+    s->cached_tail = s->tail.load(std::memory_order_acquire);
+    s->cache.session = 0;
+    s->cache.len = 0;
+    // The name as of now (a thread that exits before the writer sees it keeps it); renames
+    // later come through record_thread_name().
+    char comm[16] = {};
+    prctl(PR_GET_NAME, comm, 0, 0, 0);
+    state_name_lock(s);
+    std::memcpy(s->name, comm, sizeof comm);
+    s->name[sizeof comm - 1] = '\0';
+    s->name_seq.fetch_add(1, std::memory_order_relaxed);
+    state_name_unlock(s);
+    if (g_initialized) pthread_setspecific(g_exit_key, s);
+    t_state = s;
+    return s;
+}
+
+void wait_for_room(ThreadState* s, uint64_t head) noexcept {
+    for (;;) {
+        uint32_t seq = s->tail_seq.load(std::memory_order_seq_cst);
+        s->cached_tail = s->tail.load(std::memory_order_acquire);
+        if (head - s->cached_tail < k_ring_capacity) break;
+        s->producer_waiting.store(1, std::memory_order_seq_cst);
+        writer_wake();
+        // Bounded sleep: a wakeup lost to a race costs at most this long.
+        futex_wait(&s->tail_seq, seq, 2000000);
+        s->producer_waiting.store(0, std::memory_order_relaxed);
+    }
+}
+
+// Waits for room *before* the event is stamped: a thread that stamped and then slept on a full
+// ring would hand the writer an event older than ones it already wrote for other threads.
+inline void push(ThreadState* s, uint64_t address, uint64_t size, uint32_t node,
+                 format::Allocator kind) noexcept {
+    uint64_t h = s->head.load(std::memory_order_relaxed);
+    if (h - s->cached_tail >= k_ring_capacity) {
+        s->cached_tail = s->tail.load(std::memory_order_acquire);
+        if (h - s->cached_tail >= k_ring_capacity) wait_for_room(s, h);
+    }
+    RawEvent& e = s->ring[h & k_ring_mask];
+    e.time_ns = now_ns();
+    e.address = address;
+    e.size = size;
+    e.node = node;
+    e.kind = uint8_t(kind);
+    s->head.store(h + 1, std::memory_order_release);
+    // Crossing half full (as far as this thread knows): make sure the writer comes soon.
+    if (h + 1 - s->cached_tail == k_ring_capacity / 2) {
+        s->cached_tail = s->tail.load(std::memory_order_acquire);
+        if (h + 1 - s->cached_tail >= k_ring_capacity / 4) writer_wake();
+    }
+}
+
+// Sets busy and re-checks `enabled` (see tracker_wait_quiescent). Returns the state with the
+// guard and busy set, or nullptr with nothing set.
+inline ThreadState* enter() noexcept {
+    t_in_tracker = true;
+    ThreadState* s = t_state;
+    if (__builtin_expect(s == nullptr, 0)) {
+        s = register_thread();
+        if (!s) {
+            t_in_tracker = false;
+            return nullptr;
+        }
+    }
+    s->busy.store(1, std::memory_order_relaxed);
+    if (g_hot_fence) std::atomic_thread_fence(std::memory_order_seq_cst);
+    else std::atomic_signal_fence(std::memory_order_seq_cst);
+    if (!g_enabled.load(std::memory_order_acquire)) {
+        s->busy.store(0, std::memory_order_release);
+        t_in_tracker = false;
+        return nullptr;
+    }
+    return s;
+}
+
+inline void leave(ThreadState* s) noexcept {
+    s->busy.store(0, std::memory_order_release);
+    t_in_tracker = false;
+}
+
+uint32_t capture_stack(ThreadState* s) noexcept {
+    size_t n = 0;
+    if (g_python) {
+        size_t np = python_walk(s->py_frames, k_max_python_frames);
+        for (size_t i = np; i-- > 0;) {
+            StackFrame& f = s->frames[n++];
+            f.value = uint64_t(uintptr_t(s->py_frames[i].code));
+            f.fingerprint = python_code_fingerprint(s->py_frames[i].code);
+            f.offset = s->py_frames[i].offset;
+            f.kind = uint32_t(format::FrameKind::Python);
+        }
+    }
+    if (g_native) {
+        size_t nn = native_walk(s->native_frames, k_max_native_frames);
+        for (size_t i = nn; i-- > 0;) {
+            StackFrame& f = s->frames[n++];
+            f.value = s->native_frames[i];
+            f.fingerprint = 0;
+            f.offset = 0;
+            f.kind = uint32_t(format::FrameKind::Native);
+        }
+    }
+    return intern_stack(s->cache, g_session.load(std::memory_order_relaxed), s->frames, n);
+}
+
+}  // namespace
+
+bool tracking_enabled() noexcept { return g_enabled.load(std::memory_order_relaxed); }
+
+void record_allocation(format::Allocator kind, const void* address, size_t size) noexcept {
+    if (t_in_tracker || !g_enabled.load(std::memory_order_relaxed)) return;
+    ThreadState* s = enter();
+    if (!s) return;
+    uint32_t node = capture_stack(s);
+    push(s, uint64_t(uintptr_t(address)), size, node, kind);
+    leave(s);
+}
+
+void record_deallocation(format::Allocator kind, const void* address, size_t size) noexcept {
+    if (t_in_tracker || !g_enabled.load(std::memory_order_relaxed)) return;
+    ThreadState* s = enter();
+    if (!s) return;
+    push(s, uint64_t(uintptr_t(address)), size, 0, kind);
+    leave(s);
+}
+
+void record_thread_name(long tid, const char* name) noexcept {
+    if (t_in_tracker) return;
+    t_in_tracker = true;
+    ThreadState* target = nullptr;
+    long self = sys_gettid();
+    if (tid <= 0 || tid == self) {
+        target = t_state ? t_state : register_thread();
+    } else {
+        for (ThreadState* it = g_threads.load(std::memory_order_acquire); it; it = it->next) {
+            if (it->status.load(std::memory_order_acquire) == uint32_t(StateStatus::Live) &&
+                it->tid.load(std::memory_order_relaxed) == tid) {
+                target = it;
+                break;
+            }
+        }
+    }
+    // A thread without a state yet gets its name from /proc when the writer first sees it.
+    if (target) {
+        state_name_lock(target);
+        size_t n = 0;
+        if (name) {
+            while (name[n] && n < sizeof target->name - 1) ++n;
+            std::memcpy(target->name, name, n);
+        }
+        target->name[n] = '\0';
+        target->name_seq.fetch_add(1, std::memory_order_release);
+        state_name_unlock(target);
+    }
+    t_in_tracker = false;
+}
+
+void notify_objects_changed() noexcept {
+    g_objects_changed.store(true, std::memory_order_release);
+}
+
+// --- cold paths
+
+bool tracker_init() noexcept {
+    if (g_initialized) return true;
+    if (!intern_init()) return false;
+    if (pthread_key_create(&g_exit_key, on_thread_exit) != 0) return false;
+    long mask = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (mask > 0 && (mask & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0) {
+        g_barrier = Barrier::PrivateExpedited;
+    } else if (mask > 0 && (mask & MEMBARRIER_CMD_GLOBAL)) {
+        g_barrier = Barrier::Global;
+    } else {
+        g_barrier = Barrier::HotPathFence;
+    }
+    g_hot_fence = g_barrier == Barrier::HotPathFence;
+    g_initialized = true;
+    // Threads that recorded before init (none in practice) get their exit key lazily.
+    if (t_state) pthread_setspecific(g_exit_key, t_state);
+    return true;
+}
+
+void tracker_begin_session(bool python, bool native) noexcept {
+    intern_reset();
+    g_python = python;
+    g_native = native;
+    g_session.fetch_add(1, std::memory_order_release);
+}
+
+uint32_t tracker_session() noexcept { return g_session.load(std::memory_order_acquire); }
+
+void tracker_set_enabled(bool on) noexcept { g_enabled.store(on, std::memory_order_seq_cst); }
+
+void tracker_wait_quiescent() noexcept {
+    // A thread that read enabled == true had stored busy = 1 before; the barrier makes that
+    // store visible here (every thread passes a full barrier), so the scan below cannot miss it.
+    if (g_barrier == Barrier::PrivateExpedited) {
+        if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
+            syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
+        }
+    } else if (g_barrier == Barrier::Global) {
+        syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
+    } else {
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+    }
+    for (ThreadState* it = g_threads.load(std::memory_order_acquire); it; it = it->next) {
+        while (it->busy.load(std::memory_order_acquire)) {
+            timespec ts{0, 50000};
+            nanosleep(&ts, nullptr);
+        }
+    }
+}
+
+ThreadState* thread_list() noexcept { return g_threads.load(std::memory_order_acquire); }
+
+bool tracker_take_objects_changed() noexcept {
+    return g_objects_changed.exchange(false, std::memory_order_acq_rel);
+}
+
+void tracker_after_fork_child() noexcept {
+    g_enabled.store(false, std::memory_order_relaxed);
+    ThreadState* self = t_state;
+    for (ThreadState* it = g_threads.load(std::memory_order_relaxed); it; it = it->next) {
+        // Events of the parent belong to the parent's capture; the child drops its copies.
+        it->tail.store(it->head.load(std::memory_order_relaxed), std::memory_order_relaxed);
+        it->cached_tail = it->head.load(std::memory_order_relaxed);
+        it->busy.store(0, std::memory_order_relaxed);
+        it->producer_waiting.store(0, std::memory_order_relaxed);
+        it->writer_session = 0;
+        it->name_lock.store(false, std::memory_order_relaxed);
+        if (it == self) it->tid.store(sys_gettid(), std::memory_order_relaxed);
+        else it->status.store(uint32_t(StateStatus::Free), std::memory_order_relaxed);
+    }
+    intern_after_fork_child();
+}
+
+void state_name_lock(ThreadState* s) noexcept {
+    while (s->name_lock.exchange(true, std::memory_order_acquire)) sched_yield();
+}
+
+void state_name_unlock(ThreadState* s) noexcept {
+    s->name_lock.store(false, std::memory_order_release);
+}
+
+}  // namespace memray::payload

@@ -1,0 +1,524 @@
+#include "payload/writer.hpp"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "format/block.hpp"
+#include "format/encoder.hpp"
+#include "payload/hooks.hpp"
+#include "payload/log.hpp"
+#include "payload/objects.hpp"
+#include "payload/stack_intern.hpp"
+#include "payload/thread_state.hpp"
+#include "payload/tracker.hpp"
+
+namespace memray::payload {
+
+namespace {
+
+using namespace memray::format;
+
+constexpr size_t k_block_target = 256 * 1024;  // flush a block at this raw size
+constexpr size_t k_raw_capacity = 2u << 20;     // room for one more record past the target
+constexpr uint64_t k_flush_interval_ns = 1000000000;  // at most ~1 s lost on SIGKILL
+constexpr uint64_t k_sample_interval_ns = 10000000;
+constexpr long k_tick_ns = 10000000;
+static_assert(k_raw_capacity <= k_max_block_raw);
+
+struct Cursor {
+    ThreadState* state;
+    uint64_t pos;
+    uint64_t end;
+    uint64_t time() const noexcept { return state->ring[pos & k_ring_mask].time_ns; }
+};
+
+// Everything below belongs to the writer thread, except where noted.
+WriterOptions g_opt;
+char g_path[4096];
+pthread_t g_thread;
+std::atomic<bool> g_running{false};  // api thread
+std::atomic<bool> g_finish{false};
+std::atomic<bool> g_failed{false};
+std::atomic<uint32_t> g_wake_word{0};
+
+uint8_t* g_raw = nullptr;
+uint8_t* g_framed = nullptr;
+size_t g_framed_capacity = 0;
+ByteSink g_sink;
+EncoderState g_state;
+Codec g_codec = Codec::Lz4;
+int g_statm_fd = -1;
+long g_page_size = 4096;
+uint64_t g_last_flush_ns = 0;
+uint64_t g_last_sample_ns = 0;
+uint64_t g_object_generation = 0;
+uint32_t g_session = 0;
+uint32_t g_thread_count = 0;
+uint64_t g_allocations = 0;
+uint64_t g_deallocations = 0;
+uint64_t g_last_time_us = 0;
+
+Cursor* g_cursors = nullptr;
+uint32_t* g_heap = nullptr;
+size_t g_cursor_capacity = 0;
+
+void* map_memory(size_t bytes) noexcept {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+}
+
+uint64_t time_us(uint64_t t_ns) noexcept {
+    return t_ns > g_opt.start_ns ? (t_ns - g_opt.start_ns) / 1000 : 0;
+}
+
+void fail(int err) noexcept {
+    if (g_failed.exchange(true)) return;
+    log(LogLevel::Error, "error: cannot write %s: %s; tracking stopped", g_path, strerror(err));
+    tracker_set_enabled(false);
+    uninstall_hooks();
+}
+
+bool write_all(const uint8_t* p, size_t n) noexcept {
+    while (n) {
+        ssize_t w = write(g_opt.fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            fail(errno);
+            return false;
+        }
+        if (w == 0) {
+            fail(EIO);
+            return false;
+        }
+        p += w;
+        n -= size_t(w);
+    }
+    return true;
+}
+
+void flush_block() noexcept {
+    if (g_sink.size() && !g_failed.load(std::memory_order_relaxed)) {
+        size_t framed = frame_block(g_raw, g_sink.size(), g_codec, g_framed, g_framed_capacity);
+        if (framed == 0) fail(EOVERFLOW);
+        else write_all(g_framed, framed);
+    }
+    g_sink.clear();
+    g_state.reset();
+    g_last_flush_ns = now_ns();
+}
+
+// Encodes one unit (a record, or an event with its thread switch and time) atomically: when it
+// does not fit, the block is flushed and the unit encoded again into the fresh block.
+template <class F>
+void emit(F&& encode) noexcept {
+    if (g_failed.load(std::memory_order_relaxed)) return;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        uint8_t* mark = g_sink.pos;
+        EncoderState saved = g_state;
+        encode();
+        if (!g_sink.overflow) {
+            if (g_sink.size() >= k_block_target) flush_block();
+            return;
+        }
+        g_sink.pos = mark;
+        g_sink.overflow = false;
+        g_state = saved;
+        flush_block();
+    }
+    log(LogLevel::Warning, "warning: a record larger than a block was dropped");
+}
+
+void put_raw_bytes(const uint8_t* p, size_t n) noexcept {
+    if (g_sink.room() < n) {
+        g_sink.overflow = true;
+        return;
+    }
+    std::memcpy(g_sink.pos, p, n);
+    g_sink.pos += n;
+}
+
+void emit_object(const LoadedObject& o, void*) noexcept {
+    emit([&] {
+        encode_object(g_sink, o.load_bias, o.path, o.build_id, o.build_id ? o.build_id_len : 0,
+                      o.segments, o.n_segments);
+    });
+}
+
+void emit_objects() noexcept {
+    uint64_t generation = ++g_object_generation;
+    emit([&] { encode_objects_reset(g_sink, generation); });
+    for_each_loaded_object(emit_object, nullptr);
+}
+
+void sample_memory(uint64_t t_ns) noexcept {
+    if (g_statm_fd < 0) return;
+    char buf[128];
+    ssize_t n = pread(g_statm_fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) return;
+    buf[n] = '\0';
+    // "size resident shared ...": the second field, in pages.
+    const char* p = buf;
+    while (*p && *p != ' ') ++p;
+    uint64_t pages = 0;
+    while (*p == ' ') ++p;
+    while (*p >= '0' && *p <= '9') pages = pages * 10 + uint64_t(*p++ - '0');
+    uint64_t rss = pages * uint64_t(g_page_size);
+    uint64_t t = time_us(t_ns);
+    emit([&] { encode_memory_sample(g_sink, t, rss); });
+}
+
+void read_comm(long tid, char* out, size_t cap) noexcept {
+    out[0] = '\0';
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/comm", tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    ssize_t n = read(fd, out, cap - 1);
+    close(fd);
+    if (n <= 0) return;
+    if (out[n - 1] == '\n') --n;
+    out[n] = '\0';
+}
+
+// Assigns the state its thread index at first sight in this capture, and emits ThreadInfo then
+// and whenever the thread was renamed since.
+void announce_thread(ThreadState* s) noexcept {
+    if (s->writer_session != g_session) {
+        s->writer_session = g_session;
+        s->thread_index = ++g_thread_count;
+        s->name_seq_seen = s->name_seq.load(std::memory_order_acquire) - 1;
+    }
+    uint32_t seq = s->name_seq.load(std::memory_order_acquire);
+    if (seq == s->name_seq_seen) return;
+    s->name_seq_seen = seq;
+    char name[64];
+    state_name_lock(s);
+    std::memcpy(name, s->name, sizeof name);
+    state_name_unlock(s);
+    name[sizeof name - 1] = '\0';
+    long tid = s->tid.load(std::memory_order_relaxed);
+    if (!name[0]) read_comm(tid, name, sizeof name);
+    uint32_t index = s->thread_index;
+    emit([&] { encode_thread_info(g_sink, index, uint64_t(tid), name); });
+}
+
+bool ensure_cursor_capacity(size_t n) noexcept {
+    if (n <= g_cursor_capacity) return true;
+    size_t cap = g_cursor_capacity ? g_cursor_capacity : 64;
+    while (cap < n) cap *= 2;
+    auto* c = static_cast<Cursor*>(map_memory(cap * sizeof(Cursor)));
+    auto* h = static_cast<uint32_t*>(map_memory(cap * sizeof(uint32_t)));
+    if (!c || !h) {
+        if (c) munmap(c, cap * sizeof(Cursor));
+        if (h) munmap(h, cap * sizeof(uint32_t));
+        return false;
+    }
+    if (g_cursors) {
+        munmap(g_cursors, g_cursor_capacity * sizeof(Cursor));
+        munmap(g_heap, g_cursor_capacity * sizeof(uint32_t));
+    }
+    g_cursors = c;
+    g_heap = h;
+    g_cursor_capacity = cap;
+    return true;
+}
+
+void release_ring(Cursor& c) noexcept {
+    ThreadState* s = c.state;
+    s->tail.store(c.end, std::memory_order_release);
+    s->tail_seq.fetch_add(1, std::memory_order_seq_cst);
+    if (s->producer_waiting.load(std::memory_order_seq_cst)) {
+        syscall(SYS_futex, reinterpret_cast<uint32_t*>(&s->tail_seq), FUTEX_WAKE_PRIVATE, 1,
+                nullptr, nullptr, 0);
+    }
+}
+
+void emit_metadata() noexcept {
+    MetaView view = metadata_peek();
+    const uint8_t* p = view.data;
+    const uint8_t* end = view.data + view.len;
+    MetaKind kind;
+    MetaNode node;
+    const uint8_t* code;
+    size_t code_len;
+    while ((p = metadata_next(p, end, kind, node, code, code_len))) {
+        if (kind == MetaKind::Node) {
+            emit([&] {
+                if (node.kind == FrameKind::Python)
+                    encode_python_node(g_sink, g_state, node.id, node.parent, node.code_id,
+                                       node.offset);
+                else encode_native_node(g_sink, g_state, node.id, node.parent, node.ip);
+            });
+        } else {
+            emit([&] { put_raw_bytes(code, code_len); });
+        }
+    }
+    if (view.len) metadata_consume(view.len);
+}
+
+void emit_event(ThreadState* s, const RawEvent& e) noexcept {
+    Allocator kind = Allocator(e.kind);
+    // Causally related events are in order (see cycle()); unrelated ones may come a little late
+    // (a thread preempted between stamping and publishing) and are given the latest time so far,
+    // so times in the file never go backwards.
+    uint64_t t = time_us(e.time_ns);
+    if (t > g_last_time_us) g_last_time_us = t;
+    else t = g_last_time_us;
+    uint32_t index = s->thread_index;
+    emit([&] {
+        encode_thread_switch(g_sink, g_state, index);
+        encode_time(g_sink, g_state, t);
+        if (is_deallocator(kind)) encode_deallocation(g_sink, g_state, kind, e.address, e.size);
+        else encode_allocation(g_sink, g_state, kind, e.address, e.size, e.node);
+    });
+    if (is_deallocator(kind)) ++g_deallocations;
+    else ++g_allocations;
+}
+
+bool heap_less(uint32_t a, uint32_t b) noexcept {
+    return g_cursors[a].time() < g_cursors[b].time();
+}
+
+void heap_down(size_t n, size_t i) noexcept {
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && heap_less(g_heap[l], g_heap[m])) m = l;
+        if (r < n && heap_less(g_heap[r], g_heap[m])) m = r;
+        if (m == i) return;
+        uint32_t t = g_heap[i];
+        g_heap[i] = g_heap[m];
+        g_heap[m] = t;
+        i = m;
+    }
+}
+
+void maybe_recycle(ThreadState* s) noexcept {
+    if (s->status.load(std::memory_order_acquire) != uint32_t(StateStatus::Exited)) return;
+    if (s->tail.load(std::memory_order_relaxed) != s->head.load(std::memory_order_acquire))
+        return;
+    long tid = s->tid.load(std::memory_order_relaxed);
+    if (syscall(SYS_tgkill, getpid(), tid, 0) == 0 || errno != ESRCH) return;
+    // The owner is gone: nobody produces any more. Writer-owned fields are reset here so a new
+    // owner starts clean.
+    s->writer_session = 0;
+    s->thread_index = 0;
+    s->status.store(uint32_t(StateStatus::Free), std::memory_order_release);
+}
+
+// One pass. Ordering argument: `watermark` is read *before* any ring head. An event stamped
+// before the watermark was stamped before that read; anything that happened-before it (e.g. the
+// free of the address this malloc returned, which is pushed before the real free runs) was pushed
+// before too, so it is visible in its ring now. Events at or after the watermark wait for the
+// next pass. Per-thread times are monotonic, so what is taken is a prefix of each ring.
+size_t cycle(bool final) noexcept {
+    uint64_t now = now_ns();
+    if (tracker_take_objects_changed()) emit_objects();
+    uint64_t watermark = final ? UINT64_MAX : now_ns();
+
+    size_t n_states = 0;
+    for (ThreadState* s = thread_list(); s; s = s->next) ++n_states;
+    bool have_cursors = ensure_cursor_capacity(n_states);
+    size_t n = 0;
+    for (ThreadState* s = thread_list(); s; s = s->next) {
+        if (s->status.load(std::memory_order_acquire) == uint32_t(StateStatus::Free)) continue;
+        uint64_t tail = s->tail.load(std::memory_order_relaxed);
+        uint64_t head = s->head.load(std::memory_order_acquire);
+        uint64_t end = tail;
+        if (final) end = head;
+        else
+            while (end != head && s->ring[end & k_ring_mask].time_ns < watermark) ++end;
+        if (end == tail) {
+            if (s->writer_session == g_session) announce_thread(s);  // renames
+            maybe_recycle(s);
+            continue;
+        }
+        if (!have_cursors || n >= g_cursor_capacity) break;  // next pass takes the rest
+        g_cursors[n++] = Cursor{s, tail, end};
+    }
+
+    // Metadata after the rings: every node those events name is in it.
+    emit_metadata();
+
+    if (g_failed.load(std::memory_order_relaxed)) {
+        for (size_t i = 0; i < n; ++i) release_ring(g_cursors[i]);  // keep producers moving
+    } else {
+        for (size_t i = 0; i < n; ++i) {
+            announce_thread(g_cursors[i].state);
+            g_heap[i] = uint32_t(i);
+        }
+        size_t heap_n = n;
+        for (size_t i = heap_n / 2; i-- > 0;) heap_down(heap_n, i);
+        while (heap_n) {
+            Cursor& c = g_cursors[g_heap[0]];
+            emit_event(c.state, c.state->ring[c.pos & k_ring_mask]);
+            if (++c.pos == c.end) {
+                release_ring(c);
+                g_heap[0] = g_heap[--heap_n];
+            }
+            heap_down(heap_n, 0);
+        }
+    }
+
+    if (final || now - g_last_sample_ns >= k_sample_interval_ns) {
+        g_last_sample_ns = now;
+        sample_memory(watermark == UINT64_MAX ? now_ns() : watermark);
+    }
+    if (final || now - g_last_flush_ns >= k_flush_interval_ns) flush_block();
+    return n;
+}
+
+void* writer_main(void*) noexcept {
+    // Nothing the writer does is recorded: its own allocations (libc, /proc reads) included.
+    t_in_tracker = true;
+    prctl(PR_SET_NAME, "memray-writer", 0, 0, 0);
+    emit_objects();
+    while (!g_finish.load(std::memory_order_acquire)) {
+        if (g_wake_word.load(std::memory_order_acquire) == 0) {
+            timespec ts{0, k_tick_ns};
+            syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_wake_word), FUTEX_WAIT_PRIVATE, 0,
+                    &ts, nullptr, 0);
+        }
+        g_wake_word.store(0, std::memory_order_release);
+        cycle(false);
+    }
+    // Until a pass finds nothing: a pass takes at most one cursor per state it counted.
+    while (cycle(true) != 0) {
+    }
+    if (!g_failed.load()) {
+        TrailerFields t;
+        t.end_time_us = time_us(now_ns());
+        if (t.end_time_us < g_last_time_us) t.end_time_us = g_last_time_us;
+        t.allocations = g_allocations;
+        t.deallocations = g_deallocations;
+        t.threads = g_thread_count;
+        t.codes = intern_code_count();
+        t.nodes = intern_node_count();
+        emit([&] { encode_trailer(g_sink, t); });
+        flush_block();
+    }
+    return nullptr;
+}
+
+}  // namespace
+
+void writer_wake() noexcept {
+    if (g_wake_word.exchange(1, std::memory_order_acq_rel) == 0) {
+        syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_wake_word), FUTEX_WAKE_PRIVATE, 1,
+                nullptr, nullptr, 0);
+    }
+}
+
+int writer_start(const WriterOptions& options, char* err, size_t err_len) noexcept {
+    if (g_running.load()) {
+        snprintf(err, err_len, "the writer is already running");
+        return -EBUSY;
+    }
+    g_opt = options;
+    snprintf(g_path, sizeof g_path, "%s", options.path ? options.path : "");
+    g_opt.path = g_path;
+    if (!g_raw) {
+        g_framed_capacity = max_framed_size(k_raw_capacity);
+        g_raw = static_cast<uint8_t*>(map_memory(k_raw_capacity));
+        g_framed = static_cast<uint8_t*>(map_memory(g_framed_capacity));
+        if (!g_raw || !g_framed) {
+            snprintf(err, err_len, "cannot map writer buffers: %s", strerror(errno));
+            return -ENOMEM;
+        }
+    }
+    g_sink = ByteSink(g_raw, k_raw_capacity);
+    g_state.reset();
+    g_codec = options.compress ? Codec::Lz4 : Codec::Raw;
+    g_page_size = sysconf(_SC_PAGESIZE);
+    g_session = tracker_session();
+    g_thread_count = 0;
+    g_allocations = 0;
+    g_deallocations = 0;
+    g_last_time_us = 0;
+    g_object_generation = 0;
+    g_failed.store(false);
+    g_finish.store(false);
+    g_wake_word.store(0);
+
+    HeaderFields h;
+    h.flags = options.flags;
+    h.pid = options.pid;
+    h.start_time_unix_ms = options.start_unix_ms;
+    h.command_line = options.command_line;
+    h.python_version = options.python_version;
+    h.executable = options.executable;
+    encode_file_header(g_sink, h);
+    if (g_sink.overflow) {
+        snprintf(err, err_len, "file header too large");
+        return -EOVERFLOW;
+    }
+    for (const uint8_t* p = g_raw; p < g_sink.pos;) {
+        ssize_t w = write(options.fd, p, size_t(g_sink.pos - p));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : EIO;
+            snprintf(err, err_len, "cannot write %s: %s", g_path, strerror(e));
+            return -e;
+        }
+        p += w;
+    }
+    g_sink.clear();
+    g_last_flush_ns = g_last_sample_ns = now_ns();
+    g_statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+
+    // The writer must not run the program's signal handlers.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&g_thread, nullptr, writer_main, nullptr);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (rc != 0) {
+        snprintf(err, err_len, "cannot start the writer thread: %s", strerror(rc));
+        if (g_statm_fd >= 0) close(g_statm_fd);
+        g_statm_fd = -1;
+        return -rc;
+    }
+    // Named from here too, so the thread is recognisable as soon as start returns.
+    pthread_setname_np(g_thread, "memray-writer");
+    g_running.store(true);
+    return 0;
+}
+
+void writer_finish() noexcept {
+    if (!g_running.load()) return;
+    g_finish.store(true, std::memory_order_release);
+    writer_wake();
+    pthread_join(g_thread, nullptr);
+    if (g_opt.fd >= 0) close(g_opt.fd);
+    g_opt.fd = -1;
+    if (g_statm_fd >= 0) close(g_statm_fd);
+    g_statm_fd = -1;
+    g_running.store(false);
+}
+
+bool writer_failed() noexcept { return g_failed.load(std::memory_order_relaxed); }
+bool writer_running() noexcept { return g_running.load(std::memory_order_relaxed); }
+
+void writer_after_fork_child() noexcept {
+    if (g_running.load(std::memory_order_relaxed)) {
+        if (g_opt.fd >= 0) close(g_opt.fd);
+        if (g_statm_fd >= 0) close(g_statm_fd);
+    }
+    g_opt.fd = -1;
+    g_statm_fd = -1;
+    g_running.store(false);
+    g_finish.store(false);
+    g_wake_word.store(0);
+}
+
+}  // namespace memray::payload
