@@ -17,6 +17,7 @@
 #include <climits>
 #include <cstring>
 
+#include "payload/api.hpp"
 #include "payload/got_patch.hpp"
 #include "payload/log.hpp"
 #include "payload/tracker.hpp"
@@ -45,6 +46,11 @@ enum HookIndex : unsigned {
     k_dlclose,
     k_prctl,
     k_pthread_setname_np,
+    k_execve,
+    k_execv,
+    k_execvp,
+    k_execvpe,
+    k_fexecve,
     k_hook_count,
 };
 
@@ -53,6 +59,7 @@ enum HookIndex : unsigned {
 got::HookedSymbol g_symbols[k_hook_count];
 bool g_installed = false;        // atomic access only
 long g_pthread_tid_offset = -1;  // offset of the kernel tid in glibc's struct pthread
+pid_t g_install_pid = 0;         // the process that installed the hooks (and owns the capture)
 
 template <typename Fn>
 inline Fn real(HookIndex i) noexcept {
@@ -287,6 +294,42 @@ int hook_pthread_setname_np(pthread_t thread, const char* name) noexcept {
 }
 
 // ---------------------------------------------------------------------------------------------
+// exec: the new program image would drop the writer thread and its unflushed blocks, so the
+// capture is finalized first. Only the process that owns the capture does this: a fork child
+// has tracking off already, and a vfork child shares our memory but must not touch our writer.
+
+void finish_before_exec() noexcept {
+    if (!tracking_enabled() || ReentryGuard::active() || getpid() != g_install_pid) return;
+    ErrnoKeeper keep;
+    memray_payload_stop();
+}
+
+int hook_execve(const char* path, char* const argv[], char* const envp[]) noexcept {
+    finish_before_exec();
+    return real<int (*)(const char*, char* const*, char* const*)>(k_execve)(path, argv, envp);
+}
+
+int hook_execv(const char* path, char* const argv[]) noexcept {
+    finish_before_exec();
+    return real<int (*)(const char*, char* const*)>(k_execv)(path, argv);
+}
+
+int hook_execvp(const char* file, char* const argv[]) noexcept {
+    finish_before_exec();
+    return real<int (*)(const char*, char* const*)>(k_execvp)(file, argv);
+}
+
+int hook_execvpe(const char* file, char* const argv[], char* const envp[]) noexcept {
+    finish_before_exec();
+    return real<int (*)(const char*, char* const*, char* const*)>(k_execvpe)(file, argv, envp);
+}
+
+int hook_fexecve(int fd, char* const argv[], char* const envp[]) noexcept {
+    finish_before_exec();
+    return real<int (*)(int, char* const*, char* const*)>(k_fexecve)(fd, argv, envp);
+}
+
+// ---------------------------------------------------------------------------------------------
 
 const void* self_address() noexcept { return reinterpret_cast<const void*>(&install_hooks); }
 
@@ -315,6 +358,11 @@ void init_table() noexcept {
         {k_dlclose, "dlclose", reinterpret_cast<void*>(&hook_dlclose)},
         {k_prctl, "prctl", reinterpret_cast<void*>(&hook_prctl)},
         {k_pthread_setname_np, "pthread_setname_np", reinterpret_cast<void*>(&hook_pthread_setname_np)},
+        {k_execve, "execve", reinterpret_cast<void*>(&hook_execve)},
+        {k_execv, "execv", reinterpret_cast<void*>(&hook_execv)},
+        {k_execvp, "execvp", reinterpret_cast<void*>(&hook_execvp)},
+        {k_execvpe, "execvpe", reinterpret_cast<void*>(&hook_execvpe)},
+        {k_fexecve, "fexecve", reinterpret_cast<void*>(&hook_fexecve)},
     };
     static_assert(sizeof(k_entries) / sizeof(k_entries[0]) == k_hook_count);
     for (const Entry& e : k_entries) {
@@ -349,6 +397,7 @@ int install_hooks() noexcept {
         }
     }
     find_pthread_tid_offset();
+    g_install_pid = getpid();
     __atomic_store_n(&g_installed, true, __ATOMIC_RELEASE);
     int ret = got::patch_objects(g_symbols, k_hook_count, self_address(), false);
     if (ret < 0) {
