@@ -70,6 +70,24 @@ def _memray_join_threads():
             thread.join()
 
 
+def _memray_name_threads(lib):
+    # Python's thread names ("MainThread", "Thread-1 (worker)") are what users know; the OS
+    # name of every Python thread is the interpreter's. Hand them to the payload as threads start.
+    import ctypes
+    import threading
+    name_thread = lib.memray_payload_name_thread
+    name_thread.argtypes = [ctypes.c_char_p]
+    name_thread.restype = None
+    name_thread(threading.current_thread().name.encode(errors="replace"))
+    original = threading.Thread._bootstrap_inner
+
+    def _bootstrap_inner(self):
+        name_thread(self.name.encode(errors="replace"))
+        return original(self)
+
+    threading.Thread._bootstrap_inner = _bootstrap_inner
+
+
 def _memray_run():
     import ctypes
     import os
@@ -141,6 +159,7 @@ def _memray_run():
     if lib.memray_payload_start(settings.encode()) != 0:
         reason = lib.memray_payload_last_error() or b"unknown error"
         _memray_fail("cannot start tracking: %s" % reason.decode(errors="replace"))
+    _memray_name_threads(lib)
     status = 0
     try:
         if mode == "module":

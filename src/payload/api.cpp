@@ -321,3 +321,7 @@ extern "C" int memray_payload_active(void) {
 }
 
 extern "C" const char* memray_payload_last_error(void) { return g_last_error; }
+
+extern "C" void memray_payload_name_thread(const char* name) {
+    if (name && memray::payload::tracking_enabled()) memray::payload::record_thread_name(0, name);
+}

@@ -20,4 +20,7 @@ __attribute__((visibility("default"))) int memray_payload_stop(void);
 // 1 while tracking is active, else 0.
 __attribute__((visibility("default"))) int memray_payload_active(void);
 __attribute__((visibility("default"))) const char* memray_payload_last_error(void);
+// Names the calling thread in the capture without renaming it in the OS (`memray run` passes
+// Python's threading names this way: "MainThread", "Thread-1", ...). No-op when not tracking.
+__attribute__((visibility("default"))) void memray_payload_name_thread(const char* name);
 }
