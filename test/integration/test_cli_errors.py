@@ -1,0 +1,87 @@
+"""CLI error cases: one line `memray: error: ...` and a non-zero exit, never a crash or a
+traceback; options of later issues answered with a clear "not supported yet".
+
+usage: test_cli_errors.py MEMRAY HELPER_PROGRAM
+"""
+
+import os
+import sys
+
+import mrtest
+
+
+def expect_error(c, p, what, mention=None):
+    c.check(p.returncode != 0 and not mrtest.crashed(p),
+            "%s: non-zero exit without crash (%d)" % (what, p.returncode))
+    c.check(mrtest.one_error_line(p), "%s: exactly one line 'memray: error: ...' on stderr" % what)
+    if mention:
+        c.check(mention in p.stderr, "%s: message mentions %r" % (what, mention))
+
+
+def main():
+    memray, program = sys.argv[1:3]
+    work = mrtest.scratch_dir("cli")
+    c = mrtest.Checker("cli-errors")
+
+    missing = os.path.join(work, "does-not-exist.bin")
+    for cmd in ("summary", "stats", "parse"):
+        p = mrtest.run([memray, cmd, missing])
+        expect_error(c, p, "%s of a missing file" % cmd, mention=missing)
+
+    not_capture = os.path.join(work, "not-a-capture.bin")
+    with open(not_capture, "w") as f:
+        f.write("this is plainly not a memray capture file\n" * 20)
+    empty = os.path.join(work, "empty.bin")
+    open(empty, "w").close()
+    for path in (not_capture, empty):
+        for cmd in ("summary", "stats", "parse"):
+            p = mrtest.run([memray, cmd, path])
+            expect_error(c, p, "%s of %s" % (cmd, os.path.basename(path)), mention=path)
+
+    # A directory where a file is expected.
+    p = mrtest.run([memray, "stats", work])
+    expect_error(c, p, "stats of a directory")
+
+    # Output exists without -f: refused before running anything, the file is left alone.
+    existing = os.path.join(work, "existing.bin")
+    with open(existing, "w") as f:
+        f.write("precious")
+    marker = os.path.join(work, "ran-marker")
+    p = mrtest.run([memray, "run", "-o", existing, "--", "/bin/sh", "-c", "touch " + marker])
+    expect_error(c, p, "run with an existing output", mention=existing)
+    c.equal(open(existing).read(), "precious", "existing output untouched")
+    c.check(not os.path.exists(marker), "program not run when the output exists")
+
+    # stats --json -o existing without -f.
+    real = os.path.join(work, "real.bin")
+    p = mrtest.run([memray, "run", "-o", real, "--", program])
+    if c.check(p.returncode == 0 and os.path.exists(real), "made a real capture for stats -o"):
+        p = mrtest.run([memray, "stats", "--json", "-o", existing, real])
+        expect_error(c, p, "stats --json with an existing output", mention=existing)
+        c.equal(open(existing).read(), "precious", "existing json output untouched")
+        p = mrtest.run([memray, "run", "-f", "-o", real, "--", program])
+        c.equal(p.returncode, 0, "run -f overwrites an existing capture")
+
+    # Program not found (native and script).
+    nowhere = os.path.join(work, "no-such-program")
+    p = mrtest.run([memray, "run", "-o", os.path.join(work, "x1.bin"), "--", nowhere])
+    expect_error(c, p, "run of a missing program", mention=nowhere)
+    p = mrtest.run([memray, "run", "-o", os.path.join(work, "x2.bin"), "--",
+                    "memray-no-such-command-on-path"])
+    expect_error(c, p, "run of a command not on PATH", mention="memray-no-such-command-on-path")
+    script = os.path.join(work, "no-such-script.py")
+    p = mrtest.run([memray, "run", "-o", os.path.join(work, "x3.bin"), script])
+    expect_error(c, p, "run of a missing script", mention=script)
+
+    # Options of later issues: accepted and answered clearly.
+    for opt in (["--aggregate"], ["--follow-fork"], ["--live"], ["--live-remote"],
+                ["--trace-python-allocators"]):
+        p = mrtest.run([memray, "run", *opt, "-o", os.path.join(work, "x4.bin"), "--", program])
+        expect_error(c, p, "run %s" % opt[0])
+        c.check("not supported yet" in p.stderr, "run %s says 'not supported yet'" % opt[0])
+        c.check(not os.path.exists(os.path.join(work, "x4.bin")), "run %s wrote no capture" % opt[0])
+    c.finish()
+
+
+if __name__ == "__main__":
+    main()
