@@ -1,4 +1,5 @@
 #include "payload/native_stack.hpp"
+#include "payload/thread_state.hpp"
 
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
@@ -8,12 +9,12 @@
 
 namespace memray::payload {
 
-namespace {
-
 // Address range of the payload's executable segments: its frames (hook, tracker, walker) are
-// not part of the program's stack.
+// not part of the program's stack. The tracker reads them too (thread_state.hpp).
 uintptr_t g_self_lo = 0;
 uintptr_t g_self_hi = 0;
+
+namespace {
 
 int find_self(dl_phdr_info* info, size_t, void* data) noexcept {
     uintptr_t probe = reinterpret_cast<uintptr_t>(data);
@@ -47,16 +48,7 @@ size_t native_walk(uintptr_t* out, size_t max) noexcept {
     void* buf[k_max + k_extra];  // small: hooks may run on threads with tiny stacks
     if (max > size_t(k_max)) max = k_max;
     int n = unw_backtrace(buf, int(max) + k_extra);
-    if (n <= 0) return 0;
-    int i = 0;
-    while (i < n) {
-        uintptr_t ip = reinterpret_cast<uintptr_t>(buf[i]);
-        if (ip < g_self_lo || ip >= g_self_hi) break;
-        ++i;
-    }
-    size_t count = 0;
-    for (; i < n && count < max; ++i) out[count++] = reinterpret_cast<uintptr_t>(buf[i]);
-    return count;
+    return native_drop_self(buf, n, out, max);
 }
 
 }  // namespace memray::payload

@@ -12,17 +12,66 @@
 
 namespace memray::payload {
 
-// CLOCK_MONOTONIC through the vDSO: measured here at ~36 ns, against ~30 ns for an *ordered*
-// rdtsc (lfence; rdtsc), which would also need calibrating. The writer's merge relies on reads
-// being ordered with the surrounding memory accesses (see writer.cpp), so plain rdtsc is out.
+// CLOCK_MONOTONIC through the vDSO: the time base of the capture (start time, samples, trailer).
 inline uint64_t now_ns() noexcept {
     timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return uint64_t(t.tv_sec) * 1000000000u + uint64_t(t.tv_nsec);
 }
 
+// True when events are stamped with the TSC (tracker_init decides once, see tracker.cpp);
+// otherwise with now_ns(). Never changes while a capture runs.
+extern bool g_clock_tsc;
+
+// The event clock, in "ticks" (TSC cycles, or nanoseconds without the TSC); the writer converts
+// ticks to capture time (writer.cpp, "Clock"). Measured here: rdtscp ~28-38 ns, plain rdtsc
+// ~15 ns, clock_gettime ~50 ns (this VM's vDSO is slow).
+//
+// Why rdtscp and not rdtsc: the writer's merge (writer.cpp, cycle()) needs a stamp that cannot be
+// taken before a memory access that precedes it in program order. Example: thread A records
+// free(p) (stamp tA), then really frees p; thread B's malloc returns p (its loads observed A's
+// free) and B stamps tB. tA < tB must hold. A's side holds with any rdtsc: the counter is read
+// before the instruction retires, and A's later stores (the real free) only become visible after
+// they retire, which is after it. B's side needs the read to happen after B's earlier loads have
+// completed: plain rdtsc may execute early, out of order; rdtscp waits until all older
+// instructions have executed and older loads are globally visible (Intel SDM and AMD APM).
+// Across cores this relies on synchronized TSCs, which the kernel checks (its TSC warp test
+// uses exactly this handoff pattern) before it selects "tsc" as the clocksource.
+inline uint64_t now_ticks() noexcept {
+#if defined(__x86_64__)
+    if (__builtin_expect(g_clock_tsc, 1)) {
+        uint32_t lo, hi;
+        // "memory": the compiler must not move program memory accesses across the read either.
+        asm volatile("rdtscp" : "=a"(lo), "=d"(hi)::"rcx", "memory");
+        return (uint64_t(hi) << 32) | lo;
+    }
+#endif
+    return now_ns();
+}
+
+// --- native frames (native_stack.cpp). The tracker calls unw_backtrace itself, from the
+// function the hook called, so the walk starts one frame closer to the hook (each frame costs
+// ~10 ns in libunwind's fast path) than through native_walk().
+extern uintptr_t g_self_lo;  // the payload's executable segment, set by native_stack_init()
+extern uintptr_t g_self_hi;
+
+// Copies buf[0..n) into out (at most max), dropping the payload's own innermost frames.
+// out may be buf (the copy only moves entries down).
+inline size_t native_drop_self(void* const* buf, int n, uintptr_t* out, size_t max) noexcept {
+    if (n <= 0) return 0;
+    int i = 0;
+    while (i < n) {
+        uintptr_t ip = reinterpret_cast<uintptr_t>(buf[i]);
+        if (ip < g_self_lo || ip >= g_self_hi) break;
+        ++i;
+    }
+    size_t count = 0;
+    for (; i < n && count < max; ++i) out[count++] = reinterpret_cast<uintptr_t>(buf[i]);
+    return count;
+}
+
 struct RawEvent {
-    uint64_t time_ns;
+    uint64_t time;  // now_ticks()
     uint64_t address;
     uint64_t size;
     uint32_t node;
@@ -37,6 +86,7 @@ inline constexpr uint32_t k_ring_capacity = 8192;
 inline constexpr uint32_t k_ring_mask = k_ring_capacity - 1;
 inline constexpr size_t k_max_python_frames = 128;
 inline constexpr size_t k_max_native_frames = 128;
+inline constexpr size_t k_native_self_room = 16;  // the payload's own frames, dropped
 
 enum class StateStatus : uint32_t {
     Free = 0,    // may be taken by a new thread (ring drained, owner gone)
@@ -70,7 +120,7 @@ struct alignas(64) ThreadState {
     // --- owner-only scratch (kept off the stack: threads may have tiny stacks)
     PrefixCache cache;
     PyFrameRef py_frames[k_max_python_frames];
-    uintptr_t native_frames[k_max_native_frames];
+    uintptr_t native_frames[k_max_native_frames + k_native_self_room];
     StackFrame frames[k_max_python_frames + k_max_native_frames];
 
     alignas(64) RawEvent ring[k_ring_capacity];
@@ -80,6 +130,8 @@ struct alignas(64) ThreadState {
 
 // One-time setup (pthread key, membarrier registration, intern tables). Returns false on failure.
 bool tracker_init() noexcept;
+// Tests: chooses the event clock (the TSC only where usable). Only while no capture runs.
+void tracker_set_event_clock(bool tsc) noexcept;
 // Prepares a new capture: forgets every node and code id, starts a new session number.
 // `python`: walk Python frames; `native`: walk native frames.
 void tracker_begin_session(bool python, bool native) noexcept;

@@ -7,12 +7,20 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <fcntl.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <new>
+
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
 
 #include "payload/log.hpp"
 #include "payload/native_stack.hpp"
@@ -23,6 +31,7 @@
 namespace memray::payload {
 
 __thread bool t_in_tracker __attribute__((tls_model("initial-exec"))) = false;
+bool g_clock_tsc = false;
 
 namespace {
 
@@ -43,6 +52,27 @@ enum class Barrier { PrivateExpedited, Global, HotPathFence } g_barrier = Barrie
 bool g_hot_fence = true;
 
 long sys_gettid() noexcept { return syscall(SYS_gettid); }
+
+// The TSC is the event clock only where the kernel itself trusts it to be synchronized across
+// CPUs and constant-rate (it then makes it the clocksource) and rdtscp exists (the ordering
+// argument in thread_state.hpp needs it). MEMRAY_EVENT_CLOCK=monotonic forces clock_gettime.
+bool tsc_usable() noexcept {
+#if defined(__x86_64__)
+    const char* forced = getenv("MEMRAY_EVENT_CLOCK");
+    if (forced && std::strcmp(forced, "monotonic") == 0) return false;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(0x80000001u, &a, &b, &c, &d) || !(d & (1u << 27))) return false;  // RDTSCP
+    int fd = open("/sys/devices/system/clocksource/clocksource0/current_clocksource",
+                  O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char buf[32] = {};
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    return n >= 3 && std::memcmp(buf, "tsc", 3) == 0 && (n == 3 || buf[3] == '\n');
+#else
+    return false;
+#endif
+}
 
 void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, long timeout_ns) noexcept {
     timespec ts{0, timeout_ns};
@@ -121,7 +151,7 @@ inline void push(ThreadState* s, uint64_t address, uint64_t size, uint32_t node,
         if (h - s->cached_tail >= k_ring_capacity) wait_for_room(s, h);
     }
     RawEvent& e = s->ring[h & k_ring_mask];
-    e.time_ns = now_ns();
+    e.time = now_ticks();
     e.address = address;
     e.size = size;
     e.node = node;
@@ -162,7 +192,8 @@ inline void leave(ThreadState* s) noexcept {
     t_in_tracker = false;
 }
 
-uint32_t capture_stack(ThreadState* s) noexcept {
+// Inlined into record_allocation so that unw_backtrace's first frame is the hook's callee.
+__attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noexcept {
     size_t n = 0;
     if (g_python) {
         size_t np = python_walk(s->py_frames, k_max_python_frames);
@@ -175,7 +206,10 @@ uint32_t capture_stack(ThreadState* s) noexcept {
         }
     }
     if (g_native) {
-        size_t nn = native_walk(s->native_frames, k_max_native_frames);
+        // In place: native_frames has room for the payload's own frames, which are dropped.
+        void** buf = reinterpret_cast<void**>(s->native_frames);
+        int got = unw_backtrace(buf, int(k_max_native_frames + k_native_self_room));
+        size_t nn = native_drop_self(buf, got, s->native_frames, k_max_native_frames);
         for (size_t i = nn; i-- > 0;) {
             StackFrame& f = s->frames[n++];
             f.value = s->native_frames[i];
@@ -259,11 +293,14 @@ bool tracker_init() noexcept {
         g_barrier = Barrier::HotPathFence;
     }
     g_hot_fence = g_barrier == Barrier::HotPathFence;
+    g_clock_tsc = tsc_usable();
     g_initialized = true;
     // Threads that recorded before init (none in practice) get their exit key lazily.
     if (t_state) pthread_setspecific(g_exit_key, t_state);
     return true;
 }
+
+void tracker_set_event_clock(bool tsc) noexcept { g_clock_tsc = tsc && tsc_usable(); }
 
 void tracker_begin_session(bool python, bool native) noexcept {
     intern_reset();

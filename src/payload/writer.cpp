@@ -40,7 +40,7 @@ struct Cursor {
     ThreadState* state;
     uint64_t pos;
     uint64_t end;
-    uint64_t time() const noexcept { return state->ring[pos & k_ring_mask].time_ns; }
+    uint64_t time() const noexcept { return state->ring[pos & k_ring_mask].time; }
 };
 
 // Everything below belongs to the writer thread, except where noted.
@@ -80,6 +80,72 @@ void* map_memory(size_t bytes) noexcept {
 
 uint64_t time_us(uint64_t t_ns) noexcept {
     return t_ns > g_opt.start_ns ? (t_ns - g_opt.start_ns) / 1000 : 0;
+}
+
+// --- Clock. Events carry now_ticks() (thread_state.hpp). With the TSC, ticks become
+// CLOCK_MONOTONIC nanoseconds by a line through (g_tick0, g_ns0), taken at writer start, and
+// the latest pair, refreshed every pass; the slope comes from the whole span, so its error
+// shrinks as the capture runs and a time is off by about one pair's read jitter (< 1 us).
+// Events are merged by their raw ticks (one global, causally consistent order); conversion only
+// produces the times written, which emit_event() keeps from going backwards.
+uint64_t g_tick0 = 0;
+uint64_t g_ns0 = 0;
+uint64_t g_ns_per_tick_q32 = 0;  // nanoseconds per tick, 32.32 fixed point
+
+// A tick read that later loads cannot pass (rdtscp waits for older instructions; lfence holds
+// younger ones back): the watermark must be read before any ring head (see cycle()).
+uint64_t writer_ticks() noexcept {
+#if defined(__x86_64__)
+    if (g_clock_tsc) {
+        uint32_t lo, hi;
+        asm volatile("rdtscp\n\tlfence" : "=a"(lo), "=d"(hi)::"rcx", "memory");
+        return (uint64_t(hi) << 32) | lo;
+    }
+#endif
+    uint64_t t = now_ns();
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return t;
+}
+
+// A (ticks, ns) pair read close together: the best of a few tries, ns at the midpoint.
+void clock_pair(uint64_t& ticks, uint64_t& ns) noexcept {
+    uint64_t best = UINT64_MAX;
+    for (int i = 0; i < 5; ++i) {
+        uint64_t a = now_ns();
+        uint64_t t = writer_ticks();
+        uint64_t b = now_ns();
+        if (b - a < best) {
+            best = b - a;
+            ticks = t;
+            ns = a + (b - a) / 2;
+        }
+    }
+}
+
+void clock_start() noexcept {
+    if (g_clock_tsc) clock_pair(g_tick0, g_ns0);
+    g_ns_per_tick_q32 = 0;
+}
+
+// Called at the start of every pass, before the events it converts were taken.
+void clock_refresh() noexcept {
+    if (!g_clock_tsc) return;
+    uint64_t ticks = 0, ns = 0;
+    // A very short capture: wait until the span is long enough for a meaningful slope.
+    for (;;) {
+        clock_pair(ticks, ns);
+        if (ns >= g_ns0 + 1000000 && ticks > g_tick0) break;
+        timespec ts{0, 200000};
+        nanosleep(&ts, nullptr);
+    }
+    // In double: a 128-bit division would pull in libgcc_s, which the payload must not need.
+    g_ns_per_tick_q32 = uint64_t(double(ns - g_ns0) / double(ticks - g_tick0) * 4294967296.0);
+}
+
+uint64_t ticks_to_ns(uint64_t ticks) noexcept {
+    if (!g_clock_tsc) return ticks;
+    if (ticks <= g_tick0) return g_ns0;
+    return g_ns0 + uint64_t(((unsigned __int128)(ticks - g_tick0) * g_ns_per_tick_q32) >> 32);
 }
 
 void fail(int err) noexcept {
@@ -272,7 +338,7 @@ void emit_event(ThreadState* s, const RawEvent& e) noexcept {
     // Causally related events are in order (see cycle()); unrelated ones may come a little late
     // (a thread preempted between stamping and publishing) and are given the latest time so far,
     // so times in the file never go backwards.
-    uint64_t t = time_us(e.time_ns);
+    uint64_t t = time_us(ticks_to_ns(e.time));
     if (t > g_last_time_us) g_last_time_us = t;
     else t = g_last_time_us;
     uint32_t index = s->thread_index;
@@ -321,10 +387,14 @@ void maybe_recycle(ThreadState* s) noexcept {
 // free of the address this malloc returned, which is pushed before the real free runs) was pushed
 // before too, so it is visible in its ring now. Events at or after the watermark wait for the
 // next pass. Per-thread times are monotonic, so what is taken is a prefix of each ring.
+// With the TSC this needs three things: producers stamp with rdtscp, so a stamp follows every
+// load before it (thread_state.hpp); the watermark read is fenced, so no head load passes it
+// (writer_ticks()); and the kernel found the TSCs synchronized (tracker.cpp, tsc_usable()).
 size_t cycle(bool final) noexcept {
     uint64_t now = now_ns();
+    clock_refresh();
     if (tracker_take_objects_changed()) emit_objects();
-    uint64_t watermark = final ? UINT64_MAX : now_ns();
+    uint64_t watermark = final ? UINT64_MAX : writer_ticks();
 
     size_t n_states = 0;
     for (ThreadState* s = thread_list(); s; s = s->next) ++n_states;
@@ -337,7 +407,7 @@ size_t cycle(bool final) noexcept {
         uint64_t end = tail;
         if (final) end = head;
         else
-            while (end != head && s->ring[end & k_ring_mask].time_ns < watermark) ++end;
+            while (end != head && s->ring[end & k_ring_mask].time < watermark) ++end;
         if (end == tail) {
             if (s->writer_session == g_session) announce_thread(s);  // renames
             maybe_recycle(s);
@@ -372,7 +442,7 @@ size_t cycle(bool final) noexcept {
 
     if (final || now - g_last_sample_ns >= k_sample_interval_ns) {
         g_last_sample_ns = now;
-        sample_memory(watermark == UINT64_MAX ? now_ns() : watermark);
+        sample_memory(watermark == UINT64_MAX ? now_ns() : ticks_to_ns(watermark));
     }
     if (final || now - g_last_flush_ns >= k_flush_interval_ns) flush_block();
     return n;
@@ -473,6 +543,7 @@ int writer_start(const WriterOptions& options, char* err, size_t err_len) noexce
         p += w;
     }
     g_sink.clear();
+    clock_start();
     g_last_flush_ns = g_last_sample_ns = now_ns();
     g_statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
 

@@ -279,38 +279,87 @@ TEST_CASE("python frames come first, then native frames, on one path") {
 }
 
 TEST_CASE("a free and the malloc that reuses its address on another thread stay in order") {
-    std::string out = temp_path("order");
-    REQUIRE(memray_payload_start(settings_for(out).c_str()) == 0);
-    // Two threads pass one address back and forth: each frees it (recorded before the "real"
-    // free) and hands it over; the other allocates it (recorded after the "real" malloc).
-    const int k_rounds = 20000;
-    std::atomic<int> turn{0};
-    void* const addr = reinterpret_cast<void*>(0x5000);
-    auto player = [&](int me) {
-        for (int r = me; r < k_rounds; r += 2) {
-            while (turn.load(std::memory_order_acquire) != r) {
+    // Both event clocks: the TSC (where this machine's kernel trusts it) and clock_gettime.
+    for (bool tsc : {true, false}) {
+        CAPTURE(tsc);
+        payload::tracker_set_event_clock(tsc);
+        std::string out = temp_path("order");
+        REQUIRE(memray_payload_start(settings_for(out).c_str()) == 0);
+        // Two threads pass one address back and forth: each frees it (recorded before the "real"
+        // free) and hands it over; the other allocates it (recorded after the "real" malloc).
+        const int k_rounds = 20000;
+        std::atomic<int> turn{0};
+        void* const addr = reinterpret_cast<void*>(0x5000);
+        auto player = [&](int me) {
+            for (int r = me; r < k_rounds; r += 2) {
+                while (turn.load(std::memory_order_acquire) != r) {
+                }
+                payload::record_allocation(Allocator::Malloc, addr, 8);
+                payload::record_deallocation(Allocator::Free, addr, 0);
+                turn.store(r + 1, std::memory_order_release);
             }
-            payload::record_allocation(Allocator::Malloc, addr, 8);
-            payload::record_deallocation(Allocator::Free, addr, 0);
-            turn.store(r + 1, std::memory_order_release);
+        };
+        std::thread a(player, 0), b(player, 1);
+        a.join();
+        b.join();
+        REQUIRE(memray_payload_stop() == 0);
+        Capture c = read_capture(out);
+        REQUIRE(c.events.size() == size_t(2 * k_rounds));
+        int bad = 0;
+        for (size_t i = 0; i < c.events.size(); ++i) {
+            Allocator want = i % 2 ? Allocator::Free : Allocator::Malloc;
+            if (c.events[i].allocator != want) ++bad;
+            // The thread alternates with every round.
+            if (i % 2 == 1 && c.events[i].thread != c.events[i - 1].thread) ++bad;
+            if (i % 2 == 0 && i >= 2 && c.events[i].thread == c.events[i - 2].thread) ++bad;
         }
-    };
-    std::thread a(player, 0), b(player, 1);
-    a.join();
-    b.join();
-    REQUIRE(memray_payload_stop() == 0);
-    Capture c = read_capture(out);
-    REQUIRE(c.events.size() == size_t(2 * k_rounds));
-    int bad = 0;
-    for (size_t i = 0; i < c.events.size(); ++i) {
-        Allocator want = i % 2 ? Allocator::Free : Allocator::Malloc;
-        if (c.events[i].allocator != want) ++bad;
-        // The thread alternates with every round.
-        if (i % 2 == 1 && c.events[i].thread != c.events[i - 1].thread) ++bad;
-        if (i % 2 == 0 && i >= 2 && c.events[i].thread == c.events[i - 2].thread) ++bad;
+        CHECK(bad == 0);
+        unlink(out.c_str());
     }
-    CHECK(bad == 0);
-    unlink(out.c_str());
+    payload::tracker_set_event_clock(true);
+}
+
+TEST_CASE("event times follow the real clock with either event clock") {
+    using Clock = std::chrono::steady_clock;
+    auto ms_since = [](Clock::time_point a, Clock::time_point b) {
+        return std::chrono::duration<double, std::milli>(b - a).count();
+    };
+    for (bool tsc : {true, false}) {
+        CAPTURE(tsc);
+        payload::tracker_set_event_clock(tsc);
+        std::string out = temp_path("clock");
+        // Capture times count from a moment inside start, between these two.
+        auto before = Clock::now();
+        REQUIRE(memray_payload_start(settings_for(out).c_str()) == 0);
+        auto after = Clock::now();
+        static char buffer[8];
+        std::vector<Clock::time_point> stamps;  // just before each event
+        std::vector<Clock::time_point> done;    // just after each event
+        for (int i = 0; i < 4; ++i) {
+            if (i) std::this_thread::sleep_for(std::chrono::milliseconds(60 + 20 * i));
+            stamps.push_back(Clock::now());
+            record_here(buffer + i, 1);
+            done.push_back(Clock::now());
+        }
+        REQUIRE(memray_payload_stop() == 0);
+        Capture c = read_capture(out);
+        REQUIRE(c.events.size() == 4);
+        // Times are stored at 1 ms resolution (rounded down), relative to the start call.
+        for (int i = 0; i < 4; ++i) {
+            double got = double(c.events[i].time_us) / 1000.0;
+            CHECK(got <= ms_since(before, done[i]) + 0.1);
+            CHECK(got >= ms_since(after, stamps[i]) - 1.1);
+            if (i) {
+                double gap = got - double(c.events[i - 1].time_us) / 1000.0;
+                CHECK(gap >= ms_since(done[i - 1], stamps[i]) - 1.1);
+                CHECK(gap <= ms_since(stamps[i - 1], done[i]) + 1.1);
+            }
+        }
+        REQUIRE(c.trailer);
+        CHECK(c.trailer->end_time_us >= c.events[3].time_us);
+        unlink(out.c_str());
+    }
+    payload::tracker_set_event_clock(true);
 }
 
 TEST_CASE("a second capture after stop starts a new tree; samples and objects are written") {
