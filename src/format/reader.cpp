@@ -13,6 +13,14 @@ namespace {
 // corruption; refusing it keeps a hostile file from making us allocate gigabytes.
 constexpr uint64_t k_max_id_jump = 1u << 20;
 
+// Bit k set when Allocator(k) is a deallocator (for branch-free decoding).
+constexpr uint32_t k_deallocator_bits = [] {
+    uint32_t bits = 0;
+    for (unsigned k = 0; k <= k_allocator_max; ++k)
+        if (is_deallocator(Allocator(k))) bits |= 1u << k;
+    return bits;
+}();
+
 uint32_t get_le32(const uint8_t* p) {
     return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
 }
@@ -340,6 +348,69 @@ Reader::Item Reader::next_slow() {
         }
         m_pos = c.pos;
     }
+}
+
+size_t Reader::next_events(Event* out, size_t max) {
+    if (m_listener != nullptr || m_end - m_pos < k_max_event_bytes) return 0;
+    // Every record started at or before `limit` has k_max_event_bytes readable bytes, enough for
+    // the unchecked decoding of an allocation, of a Time record and of a ThreadSwitch record.
+    const uint8_t* const limit = m_end - k_max_event_bytes;
+    const uint8_t* p = m_pos;
+    uint64_t address = m_address;
+    uint32_t node = m_node;
+    uint32_t thread = m_thread;
+    uint64_t time_us = m_time_us;
+    size_t n = 0;
+    while (n < max && p <= limit) {
+        uint8_t tag = *p;
+        if (is_event_tag(tag)) [[likely]] {
+            // Decode all three fields of the longest layout and keep what the kind has: frees and
+            // allocations interleave at random, and a mispredicted branch per event would cost
+            // more than the spare work. The bytes read past a short record are still in the block.
+            auto kind = Allocator(tag - k_event_tag_base);
+            const uint8_t* q = p + 1;
+            uint64_t addr_delta = read_varint_unchecked(q);
+            const uint8_t* after_address = q;
+            uint64_t size = read_varint_unchecked(q);
+            const uint8_t* after_size = q;
+            uint64_t node_delta = read_varint_unchecked(q);
+            // All-ones masks instead of conditions, so the compiler cannot turn them into
+            // branches: `alloc` for fields only allocations have, `sized` for the size field
+            // (allocations and Munmap).
+            uint64_t dealloc = (k_deallocator_bits >> unsigned(kind)) & 1;
+            uint64_t alloc = dealloc - 1;
+            uint64_t sized = alloc | (0 - uint64_t(kind == Allocator::Munmap));
+            address += uint64_t(unzigzag(addr_delta));
+            node += uint32_t(uint64_t(unzigzag(node_delta)) & alloc);
+            Event& e = out[n++];
+            e.allocator = kind;
+            e.thread = thread;
+            e.address = address;
+            e.size = size & sized;
+            e.node = node & uint32_t(alloc);
+            e.time_us = time_us;
+            p = after_address + (uintptr_t(after_size - after_address) & sized) +
+                (uintptr_t(q - after_size) & alloc);
+        } else if (tag == uint8_t(Tag::Time)) {
+            ++p;
+            time_us += read_varint_unchecked(p);
+        } else if (tag == uint8_t(Tag::ThreadSwitch)) {
+            const uint8_t* q = p + 1;
+            uint64_t t = read_varint_unchecked(q);
+            if (t > m_threads.size() + k_max_id_jump) break;  // next_slow() reports it
+            thread = uint32_t(t);
+            p = q;
+        } else {
+            break;
+        }
+    }
+    m_pos = p;
+    m_address = address;
+    m_node = node;
+    m_thread = thread;
+    m_time_us = time_us;
+    if (n != 0) m_event = out[n - 1];
+    return n;
 }
 
 void Reader::read_all(RecordListener& listener) {

@@ -134,6 +134,13 @@ class Reader {
         return next_slow();
     }
     const Event& event() const { return m_event; }
+
+    // Batch form of next() for aggregators: decodes up to `max` plain events into `out` in one
+    // tight loop (delta state in registers, no branch on the allocator kind) and returns how many.
+    // Time and ThreadSwitch records between them are absorbed; the batch stops before any other
+    // record, near the end of a block, or when a listener is set. 0 means the next item needs
+    // next() (a sample, a slow-path event, a new block or the end); mixing both calls is fine.
+    size_t next_events(Event* out, size_t max);
     const MemorySample& sample() const { return m_sample; }
 
     // Reads to the end, calling the listener for every record. Throws like next().
@@ -173,8 +180,8 @@ class Reader {
         }
         unsigned n = unsigned(__builtin_ctzll(w)) + 1;
         p += n;
-        uint64_t value_bits = w >> n;
-        return n == 8 ? value_bits : value_bits & ((uint64_t(1) << (7 * n)) - 1);
+        // n <= 8 here, so 7 * n < 64 and the mask needs no special case.
+        return (w >> n) & ((uint64_t(1) << (7 * n)) - 1);
     }
 
   private:

@@ -11,6 +11,7 @@
 // the peak and reports its current ones. O(1) per event.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <map>
@@ -21,16 +22,6 @@
 #include "report/flat_map.hpp"
 
 namespace memray::report {
-
-struct NodeStats {
-    uint64_t total_count = 0;  // allocations made with this stack over the whole capture
-    uint64_t total_bytes = 0;
-    uint64_t live_count = 0;   // alive now (at the end of the stream: leaks)
-    uint64_t live_bytes = 0;
-    uint64_t saved_count = 0;  // live_* at peak number saved_epoch
-    uint64_t saved_bytes = 0;
-    uint64_t saved_epoch = 0;
-};
 
 struct Amount {
     uint64_t count = 0;
@@ -43,13 +34,17 @@ class AllocationTracker {
     explicit AllocationTracker(bool count_sizes = true) : m_count_sizes(count_sizes) {}
 
     inline void on_event(const format::Event& e);
-    // Starts fetching the memory on_event(e) will touch; called a few events ahead, it hides the
-    // cache misses of random frees in a big live set.
+    // Starts fetching the memory on_event(e) will touch: the live-map slot of the address, the
+    // stack line of an allocation, its size counter. The caller runs it k_prefetch_ahead events
+    // before on_event(e), which hides the cache misses of a live set bigger than the caches.
+    // (A second stage that looked a free's stack up in the live map ahead of time cost more, in
+    // mispredicted branches, than the miss it hid.)
     __attribute__((always_inline)) void prefetch(const format::Event& e) const {
         m_live.prefetch(e.address);
         if (e.node < m_nodes.size()) __builtin_prefetch(&m_nodes[e.node]);
         if (m_count_sizes && e.size >= k_dense_sizes) m_by_size.prefetch(e.size);
     }
+    static constexpr size_t k_prefetch_ahead = 32;
 
     uint64_t allocations() const { return m_allocations; }      // allocation events
     uint64_t deallocations() const { return m_deallocations; }  // deallocation events
@@ -67,7 +62,8 @@ class AllocationTracker {
 
     // Per-stack numbers, indexed by node id (0 = empty stack).
     size_t node_count() const { return m_nodes.size(); }
-    const NodeStats& node(uint32_t id) const { return m_nodes[id]; }
+    // Allocations made with this stack over the whole capture.
+    Amount total(uint32_t id) const { return {m_nodes[id].total_count, m_nodes[id].total_bytes}; }
     Amount at_peak(uint32_t id) const {
         const NodeStats& n = m_nodes[id];
         if (m_epoch != 0 && n.saved_epoch == m_epoch) return {n.saved_count, n.saved_bytes};
@@ -76,20 +72,31 @@ class AllocationTracker {
     Amount at_end(uint32_t id) const { return {m_nodes[id].live_count, m_nodes[id].live_bytes}; }
 
   private:
+    // A live-map slot is 16 bytes (key + this), four to a cache line. Sizes of 4 GiB and more
+    // are rare enough to live in a side map, marked by k_big_size.
     struct Live {
-        uint64_t size;
+        uint32_t size;
         uint32_t node;
-        uint16_t thread;
-        uint8_t allocator;
     };
+    static constexpr uint32_t k_big_size = ~uint32_t(0);
     struct MmapRange {
         uint64_t end;
         uint32_t node;
     };
+    // Everything kept per stack, one cache line each: an event touches one line of a stack.
+    struct alignas(64) NodeStats {
+        uint64_t total_count = 0;  // allocations made with this stack over the whole capture
+        uint64_t total_bytes = 0;
+        uint64_t live_count = 0;  // alive now (at the end of the stream: leaks)
+        uint64_t live_bytes = 0;
+        uint64_t saved_count = 0;  // live_* at peak number saved_epoch
+        uint64_t saved_bytes = 0;
+        uint64_t saved_epoch = 0;
+    };
 
     NodeStats& node_for_update(uint32_t id) {
         if (id >= m_nodes.size()) [[unlikely]]
-            m_nodes.resize(std::max<size_t>(id + 1, m_nodes.size() * 2));
+            m_nodes.resize(std::max<size_t>(size_t(id) + 1, m_nodes.size() * 2));
         NodeStats& n = m_nodes[id];
         if (n.saved_epoch != m_epoch) {  // first change since the latest peak: remember it
             n.saved_count = n.live_count;
@@ -104,6 +111,16 @@ class AllocationTracker {
         n.live_count -= count;
         m_heap -= bytes;
     }
+    // Takes the live block at `address` out of the map; false when there was none.
+    bool take_live(uint64_t address, uint64_t& size, uint32_t& node) {
+        Live old;
+        if (!m_live.erase(address, &old)) return false;
+        size = old.size;
+        node = old.node;
+        if (old.size == k_big_size) [[unlikely]]
+            m_big_sizes.erase(address, &size);
+        return true;
+    }
     void update_peak(uint64_t time_us) {
         // ">=": when the peak is reached several times, the latest one counts (as memray).
         if (m_heap >= m_peak) {
@@ -112,13 +129,14 @@ class AllocationTracker {
             ++m_epoch;
         }
     }
-    void count_size(uint64_t size) {
+    __attribute__((always_inline)) void count_size(uint64_t size) {
         if (!m_count_sizes) return;
         if (size < k_dense_sizes) ++m_by_small_size[size];
         else m_by_size[size] += 1;
     }
     void on_mmap(const format::Event& e);
     void on_munmap(uint64_t address, uint64_t size);
+    void on_reused_address(uint64_t address, const Live& old);
 
     // Most allocations are small: their sizes are counted in a dense array that stays in L1,
     // the rest in a map.
@@ -136,6 +154,7 @@ class AllocationTracker {
     std::vector<uint64_t> m_by_small_size = std::vector<uint64_t>(k_dense_sizes);
     FlatMap<uint64_t> m_by_size;
     mutable FlatMap<Live> m_live;
+    FlatMap<uint64_t> m_big_sizes;  // address -> size of live blocks of k_big_size bytes or more
     // mmap ranges are few and may be trimmed or split by munmap: an ordered map by start.
     std::map<uint64_t, MmapRange> m_mmaps;
     uint64_t m_mmap_count = 0;
@@ -148,8 +167,9 @@ inline void AllocationTracker::on_event(const format::Event& e) {
         case Allocator::Free:
         case Allocator::PymallocFree: {
             ++m_deallocations;
-            Live old;
-            if (m_live.erase(e.address, &old)) release(old.node, old.size, 1);
+            uint64_t size;
+            uint32_t node;
+            if (take_live(e.address, size, node)) release(node, size, 1);
             update_peak(e.time_us);
             return;
         }
@@ -170,13 +190,13 @@ inline void AllocationTracker::on_event(const format::Event& e) {
     m_by_allocator[uint8_t(e.allocator) & format::k_allocator_max] += 1;
     count_size(e.size);
 
+    bool big = e.size >= k_big_size;
+    Live fresh{big ? k_big_size : uint32_t(e.size), e.node};
     Live old;
-    Live fresh{e.size, e.node, uint16_t(e.thread), uint8_t(e.allocator)};
-    if (!m_live.insert(e.address, fresh, &old)) [[unlikely]] {
-        // The address was handed out again without a recorded free (the free happened where we
-        // do not see it): the old block is gone.
-        release(old.node, old.size, 1);
-    }
+    if (!m_live.insert(e.address, fresh, &old)) [[unlikely]]
+        on_reused_address(e.address, old);
+    if (big) [[unlikely]]
+        m_big_sizes.insert(e.address, e.size);
     NodeStats& n = node_for_update(e.node);
     n.total_count += 1;
     n.total_bytes += e.size;
@@ -186,7 +206,12 @@ inline void AllocationTracker::on_event(const format::Event& e) {
     update_peak(e.time_us);
 }
 
+// How track_capture() splits the work: Auto decodes on a second thread when the capture is big
+// and a second CPU exists; the results are the same either way.
+enum class TrackThreads { Auto, One, Two };
+
 // Reads every event and sample of `reader` into `tracker`. Returns the number of events.
-uint64_t track_capture(format::Reader& reader, AllocationTracker& tracker);
+uint64_t track_capture(format::Reader& reader, AllocationTracker& tracker,
+                       TrackThreads threads = TrackThreads::Auto);
 
 }  // namespace memray::report

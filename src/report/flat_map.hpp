@@ -4,7 +4,9 @@
 // is most of the cost of reading a capture (memray's reader spends its time there). Keys here are
 // addresses and sizes: never 0 for addresses, so 0 marks an empty slot; a 0 key (size 0) is kept
 // in a side slot. Linear probing with backward-shift deletion keeps probes short without
-// tombstones, so a map that sees billions of insert/erase pairs never degrades.
+// tombstones, so a map that sees billions of insert/erase pairs never degrades. The load stays
+// at most 1/2: a probe that ends at the first or second slot keeps its loop branches predictable,
+// which measured faster than the denser 3/4 on captures whose live set outgrows the caches.
 #pragma once
 
 #include <cstddef>
@@ -48,7 +50,7 @@ class FlatMap {
             Slot& s = m_slots[i];
             if (s.key == key) return s.value;
             if (s.key == 0) {
-                if ((m_size + 1) * 4 > capacity() * 3) [[unlikely]] {
+                if ((m_size + 1) * 2 > capacity()) [[unlikely]] {
                     grow();
                     return (*this)[key];
                 }
@@ -79,7 +81,7 @@ class FlatMap {
                 return false;
             }
             if (s.key == 0) {
-                if ((m_size + 1) * 4 > capacity() * 3) [[unlikely]] {
+                if ((m_size + 1) * 2 > capacity()) [[unlikely]] {
                     grow();
                     return insert(key, value, previous);
                 }

@@ -273,8 +273,8 @@ Stats compute_stats(const format::Reader& reader, AllocationTracker& tracker,
     std::unordered_map<std::string, size_t> module_ids;
     ModuleIndex module_index(reader, resolver);
     for (uint32_t id = 0; id < tracker.node_count(); ++id) {
-        const NodeStats& n = tracker.node(id);
-        if (n.total_count == 0) continue;
+        Amount n = tracker.total(id);
+        if (n.count == 0) continue;
         Frame top;
         std::string location = resolver.top_frame(id, top)
                                    ? fmt::format("{}:{}:{}", top.function, top.file, top.line)
@@ -284,14 +284,14 @@ Stats compute_stats(const format::Reader& reader, AllocationTracker& tracker,
             location_names.push_back(location);
             location_totals.push_back({});
         }
-        location_totals[it->second].bytes += n.total_bytes;
-        location_totals[it->second].count += n.total_count;
+        location_totals[it->second].bytes += n.bytes;
+        location_totals[it->second].count += n.count;
 
         const std::string& module = module_index.module_of(id);
         auto [mit, mfresh] = module_ids.emplace(module, modules.size());
         if (mfresh) modules.push_back({module, 0, 0});
-        modules[mit->second].num_allocations += n.total_count;
-        modules[mit->second].total_bytes += n.total_bytes;
+        modules[mit->second].num_allocations += n.count;
+        modules[mit->second].total_bytes += n.bytes;
     }
     for (size_t i = 0; i < location_names.size(); ++i) {
         s.top_by_size.emplace_back(location_names[i], location_totals[i].bytes);

@@ -374,3 +374,141 @@ TEST_CASE("a capture cut short (no trailer) still reports what it holds") {
     CHECK(l.tracker.peak() == 7 * (1 << 20) + 4096);
     std::remove(path.c_str());
 }
+
+TEST_CASE("FlatMap keeps its entries through many growths, erases and lookups") {
+    // 300k entries: the table grows 15 times and ends at 8 MiB.
+    report::FlatMap<uint64_t> m;
+    const uint64_t n = 300000;
+    for (uint64_t i = 1; i <= n; ++i) CHECK(m.insert(0x7f0000000000ull + i * 48, i));
+    CHECK(m.capacity() * 16 >= (size_t(2) << 20));
+    CHECK(m.size() == n);
+    uint64_t bad = 0;
+    for (uint64_t i = 1; i <= n; ++i) {
+        uint64_t* v = m.find(0x7f0000000000ull + i * 48);
+        if (v == nullptr || *v != i) ++bad;
+    }
+    CHECK(bad == 0);
+    for (uint64_t i = 1; i <= n; i += 3) CHECK(m.erase(0x7f0000000000ull + i * 48));
+    CHECK(m.find(0x7f0000000000ull + 48) == nullptr);
+    CHECK(*m.find(0x7f0000000000ull + 96) == 2);
+}
+
+TEST_CASE("blocks of 4 GiB and more keep their exact size") {
+    std::string path = temp_path("big.bin");
+    const uint64_t big = (uint64_t(5) << 30) + 3;
+    {
+        CaptureBuilder b(path, python_header());
+        b.code(1, "f", "/a.py", 1);
+        b.python_node(1, 0, 1);
+        b.python_node(2, 0, 1);
+        b.time(1000);
+        b.alloc(Allocator::Malloc, 0x1000, big, 1);
+        b.alloc(Allocator::Malloc, 0x2000, 0xffffffffull, 2);  // exactly the marker value
+        b.alloc(Allocator::Malloc, 0x3000, 10, 2);
+        b.dealloc(Allocator::Free, 0x2000);
+        b.alloc(Allocator::Malloc, 0x3000, big, 2);  // reused address: the 10 bytes are gone
+        b.alloc(Allocator::Malloc, 0x3000, 20, 1);   // and again: the big block is gone
+        b.dealloc(Allocator::Free, 0x1000);
+        b.finish(2000);
+    }
+    Loaded l(path);
+    CHECK(l.tracker.peak() == 2 * big);
+    CHECK(l.tracker.heap() == 20);
+    CHECK(l.tracker.total(1).bytes == big + 20);
+    CHECK(l.tracker.total(2).bytes == big + 0xffffffffull + 10);
+    CHECK(l.tracker.at_end(1).bytes == 20);
+    CHECK(l.tracker.at_end(2).bytes == 0);
+    CHECK(l.tracker.at_peak(1).bytes == big);
+    CHECK(l.tracker.at_peak(2).bytes == big);
+    std::remove(path.c_str());
+}
+
+namespace {
+
+// Compares everything a tracker exposes.
+void check_same_tracker(const report::AllocationTracker& a, const report::AllocationTracker& b) {
+    CHECK(a.allocations() == b.allocations());
+    CHECK(a.deallocations() == b.deallocations());
+    CHECK(a.total_bytes() == b.total_bytes());
+    CHECK(a.heap() == b.heap());
+    CHECK(a.peak() == b.peak());
+    CHECK(a.peak_time_us() == b.peak_time_us());
+    CHECK(a.live_allocations() == b.live_allocations());
+    CHECK(a.count_by_allocator() == b.count_by_allocator());
+    CHECK(a.count_by_size() == b.count_by_size());
+    REQUIRE(a.node_count() == b.node_count());
+    size_t differ = 0;
+    for (uint32_t id = 0; id < a.node_count(); ++id) {
+        auto same = [](report::Amount x, report::Amount y) {
+            return x.count == y.count && x.bytes == y.bytes;
+        };
+        if (!same(a.total(id), b.total(id)) || !same(a.at_peak(id), b.at_peak(id)) ||
+            !same(a.at_end(id), b.at_end(id)))
+            ++differ;
+    }
+    CHECK(differ == 0);
+}
+
+}  // namespace
+
+TEST_CASE("batched, prefetched and two-thread reading give the event-by-event results") {
+    // Several blocks; every record kind between events (time, thread switches, samples, new
+    // nodes) breaks the batches up. (Two threads are forced: Auto keeps small files on one.)
+    std::string path = temp_path("batches.bin");
+    {
+        CaptureBuilder b(path, python_header());
+        b.code(1, "f", "/a.py", 1);
+        for (uint32_t n = 1; n <= 64; ++n) b.python_node(n, n > 1 ? n - 1 : 0, 1, n);
+        uint64_t x = 88172645463325252ull;
+        std::vector<uint64_t> live;
+        uint32_t next_node = 65;
+        for (uint64_t i = 0; i < 400000; ++i) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            if (i % 1000 == 0) b.time(i * 3);
+            if (i % 97 == 0) b.thread(uint32_t(x % 4) + 1);
+            if (i % 5003 == 0) b.sample(i * 3, i);
+            if (i % 20011 == 0 && next_node < 100) {
+                b.python_node(next_node, 1, 1, next_node);
+                ++next_node;
+            }
+            if (i % 131071 == 0) b.flush_block();
+            if (!live.empty() && x % 100 < 48) {
+                size_t k = size_t(x >> 20) % live.size();
+                b.dealloc((x >> 8) % 5 ? Allocator::Free : Allocator::PymallocFree, live[k]);
+                live[k] = live.back();
+                live.pop_back();
+            } else if (x % 100 < 50) {
+                uint64_t addr = 0x10000000 + (x >> 24) % 65536 * 4096;
+                b.alloc(Allocator::Mmap, addr, 4096 * (1 + x % 3), uint32_t(x >> 40) % 64 + 1);
+                b.dealloc(Allocator::Munmap, addr + 4096, 4096);
+            } else {
+                uint64_t addr = 0x7f0000000000ull + (x >> 16) % 1000000 * 32;
+                Allocator kinds[] = {Allocator::Malloc, Allocator::Calloc, Allocator::Realloc,
+                                     Allocator::PymallocMalloc};
+                b.alloc(kinds[(x >> 4) % 4], addr, (x >> 30) % 9000 + ((x >> 50) % 50 == 0 ? 5000000 : 0),
+                        uint32_t(x >> 40) % (next_node - 1) + 1);
+                live.push_back(addr);
+            }
+        }
+        b.finish(1300000);
+    }
+    format::Reader r1(path);
+    report::AllocationTracker one_by_one;
+    uint64_t events = 0;
+    for (auto item = r1.next(); item != format::Reader::Item::End; item = r1.next()) {
+        if (item == format::Reader::Item::Event) {
+            one_by_one.on_event(r1.event());
+            ++events;
+        }
+    }
+    for (auto mode : {report::TrackThreads::One, report::TrackThreads::Two,
+                      report::TrackThreads::Auto}) {
+        format::Reader r2(path);
+        report::AllocationTracker batched;
+        CHECK(report::track_capture(r2, batched, mode) == events);
+        check_same_tracker(one_by_one, batched);
+        CHECK(r2.nodes().size() == r1.nodes().size());
+        CHECK(r2.trailer().has_value());
+    }
+    std::remove(path.c_str());
+}
