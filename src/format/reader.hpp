@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "format/encoder.hpp"
 #include "format/records.hpp"
 
 namespace memray::format {
@@ -85,14 +86,7 @@ struct ObjectInfo {
     std::vector<std::pair<uint64_t, uint64_t>> segments;  // (vaddr, memsz), unbiased
 };
 
-struct Trailer {
-    uint64_t end_time_us = 0;
-    uint64_t allocations = 0;
-    uint64_t deallocations = 0;
-    uint64_t threads = 0;
-    uint64_t codes = 0;
-    uint64_t nodes = 0;
-};
+using Trailer = TrailerFields;
 
 // Sees every record in file order, before the reader absorbs it. Offsets are of the block.
 class RecordListener {

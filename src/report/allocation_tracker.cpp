@@ -19,12 +19,7 @@ void AllocationTracker::on_mmap(const format::Event& e) {
     on_munmap(e.address, e.size);
     m_mmaps.emplace(e.address, MmapRange{e.address + e.size, e.node});
     ++m_mmap_count;
-    NodeStats& n = node_for_update(e.node);
-    n.total_count += 1;
-    n.total_bytes += e.size;
-    n.live_count += 1;
-    n.live_bytes += e.size;
-    m_heap += e.size;
+    acquire(e.node, e.size);
 }
 
 // The address was handed out again without a recorded free (the free happened where we do not

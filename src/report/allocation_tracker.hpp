@@ -105,6 +105,14 @@ class AllocationTracker {
         }
         return n;
     }
+    void acquire(uint32_t node, uint64_t bytes) {
+        NodeStats& n = node_for_update(node);
+        n.total_count += 1;
+        n.total_bytes += bytes;
+        n.live_count += 1;
+        n.live_bytes += bytes;
+        m_heap += bytes;
+    }
     void release(uint32_t node, uint64_t bytes, uint64_t count) {
         NodeStats& n = node_for_update(node);
         n.live_bytes -= bytes;
@@ -197,12 +205,7 @@ inline void AllocationTracker::on_event(const format::Event& e) {
         on_reused_address(e.address, old);
     if (big) [[unlikely]]
         m_big_sizes.insert(e.address, e.size);
-    NodeStats& n = node_for_update(e.node);
-    n.total_count += 1;
-    n.total_bytes += e.size;
-    n.live_count += 1;
-    n.live_bytes += e.size;
-    m_heap += e.size;
+    acquire(e.node, e.size);
     update_peak(e.time_us);
 }
 
