@@ -216,7 +216,6 @@ class Reader {
 
     // per-block delta state
     uint64_t m_time_us = 0;
-    uint64_t m_block_time_base = 0;
     uint32_t m_thread = 0;
     uint64_t m_address = 0;
     uint32_t m_node = 0;

@@ -42,13 +42,4 @@ void native_stack_init() noexcept {
     }
 }
 
-size_t native_walk(uintptr_t* out, size_t max) noexcept {
-    constexpr int k_extra = 16;  // room for the payload's own frames, which are dropped
-    constexpr int k_max = 128;
-    void* buf[k_max + k_extra];  // small: hooks may run on threads with tiny stacks
-    if (max > size_t(k_max)) max = k_max;
-    int n = unw_backtrace(buf, int(max) + k_extra);
-    return native_drop_self(buf, n, out, max);
-}
-
 }  // namespace memray::payload

@@ -1,4 +1,5 @@
-// Native return addresses of the current thread (libunwind's local unwinder with its caches).
+// Native stacks: libunwind's local unwinder with per-thread caches. The tracker unwinds itself
+// (thread_state.hpp) so the walk starts in the function the hook called.
 #pragma once
 
 #include <cstddef>
@@ -8,7 +9,5 @@ namespace memray::payload {
 
 // One-time setup (caching policy). Cold path.
 void native_stack_init() noexcept;
-// Innermost first; frames inside the payload itself are skipped. Returns how many were written.
-size_t native_walk(uintptr_t* out, size_t max) noexcept;
 
 }  // namespace memray::payload

@@ -51,7 +51,7 @@ inline uint64_t now_ticks() noexcept {
 
 // --- native frames (native_stack.cpp). The tracker calls unw_backtrace itself, from the
 // function the hook called, so the walk starts one frame closer to the hook (each frame costs
-// ~10 ns in libunwind's fast path) than through native_walk().
+// ~10 ns in libunwind's fast path) than through a helper function would.
 extern uintptr_t g_self_lo;  // the payload's executable segment, set by native_stack_init()
 extern uintptr_t g_self_hi;
 
