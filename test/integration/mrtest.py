@@ -220,34 +220,38 @@ class Capture:
     def thread_name(self, thread_id):
         return self.threads.get(thread_id, {}).get("name", "")
 
-    def python_stack(self, node_id):
-        """[(function, file, line)] innermost first, python frames only."""
-        frames, seen = [], set()
+    def _chain(self, node_id):
+        """(node_id, node) from node_id to the root; node is None for an id the file lacks,
+        which ends the chain. A cycle ends it too."""
+        seen = set()
         while node_id and node_id not in seen:
             seen.add(node_id)
             n = self.nodes.get(node_id)
+            yield node_id, n
             if n is None:
-                frames.append(("<unknown node %d>" % node_id, "", 0))
-                break
-            if n["kind"].lower().startswith("py"):
+                return
+            node_id = n["parent"]
+
+    def python_stack(self, node_id):
+        """[(function, file, line)] innermost first, python frames only."""
+        frames = []
+        for nid, n in self._chain(node_id):
+            if n is None:
+                frames.append(("<unknown node %d>" % nid, "", 0))
+            elif n["kind"].lower().startswith("py"):
                 c = self.codes.get(n["code"], {"function": "<unknown code %d>" % n["code"],
                                                 "file": "", "first_line": 0})
                 line = n["line"]
                 if line is None and self.line_of is not None:
                     line = self.line_of(c, n["offset"])
                 frames.append((c["function"], c["file"], line))
-            node_id = n["parent"]
         return frames
 
     def native_objects(self, node_id):
         """Paths of the objects holding each native frame of the stack, innermost first."""
-        out, seen = [], set()
-        while node_id and node_id not in seen:
-            seen.add(node_id)
-            n = self.nodes.get(node_id)
-            if n is None:
-                break
-            if n["kind"].lower().startswith("nat"):
+        out = []
+        for _, n in self._chain(node_id):
+            if n is not None and n["kind"].lower().startswith("nat"):
                 ip = n["ip"] - 1  # a return address points just past its call
                 path = None
                 for o in self.objects:
@@ -256,20 +260,11 @@ class Capture:
                         path = o["path"]
                         break
                 out.append(path)
-            node_id = n["parent"]
         return out
 
     def native_depth(self, node_id):
-        depth, seen = 0, set()
-        while node_id and node_id not in seen:
-            seen.add(node_id)
-            n = self.nodes.get(node_id)
-            if n is None:
-                break
-            if n["kind"].lower().startswith("nat"):
-                depth += 1
-            node_id = n["parent"]
-        return depth
+        return sum(1 for _, n in self._chain(node_id)
+                   if n is not None and n["kind"].lower().startswith("nat"))
 
 
 def parse_capture(memray, capture, timeout=300):
