@@ -22,7 +22,19 @@ PACKAGES=(
     liblz4-dev libunwind-dev libcli11-dev libfmt-dev doctest-dev
     llvm-14-dev clang-14 libclang-rt-14-dev
     python3
+    # memray attach tests: a third-party server under load, and `unshare` for a private mount
+    # namespace.
+    redis-server redis-tools util-linux
+    # transform pprof: gzip (zlib); its test decodes the protobuf with protoc.
+    zlib1g-dev protobuf-compiler
+    # flamegraph/table tests open the pages in headless Chromium.
+    chromium
 )
+# The HTML reports bundle npm packages at build time: node and npm, from Debian when the machine
+# has no node of its own.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    PACKAGES+=(nodejs npm)
+fi
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'setup.sh: error: %s\n' "$*" >&2; exit 1; }

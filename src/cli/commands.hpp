@@ -25,6 +25,12 @@ void register_run(CLI::App& app);
 void register_summary(CLI::App& app);
 void register_stats(CLI::App& app);
 void register_parse(CLI::App& app);
+void register_attach(CLI::App& app);      // attach.cpp
+void register_detach(CLI::App& app);      // detach.cpp
+void register_flamegraph(CLI::App& app);  // flamegraph.cpp
+void register_table(CLI::App& app);       // table.cpp
+void register_tree(CLI::App& app);        // tree.cpp
+void register_transform(CLI::App& app);   // transform.cpp
 
 // Path of libmemray-payload.so: $MEMRAY_PAYLOAD, else next to the build tree, else installed.
 std::string payload_path();

@@ -30,12 +30,12 @@ int main(int argc, char** argv) {
     memray::cli::register_summary(app);
     memray::cli::register_stats(app);
     memray::cli::register_parse(app);
-    register_planned(app, "attach", "Begin tracking allocations in an already-started process");
-    register_planned(app, "detach", "End the tracking started by a previous `memray attach`");
-    register_planned(app, "flamegraph", "Generate an HTML flame graph for peak memory usage");
-    register_planned(app, "table", "Generate an HTML table with all records in the peak memory usage");
-    register_planned(app, "tree", "Generate a tree view in the terminal for peak memory usage");
-    register_planned(app, "transform", "Generate reports files in different formats");
+    memray::cli::register_attach(app);
+    memray::cli::register_detach(app);
+    memray::cli::register_flamegraph(app);
+    memray::cli::register_table(app);
+    memray::cli::register_tree(app);
+    memray::cli::register_transform(app);
     register_planned(app, "live", "Remotely monitor allocations in a text-based interface");
 
     try {

@@ -1,0 +1,91 @@
+// What the reporters (flamegraph, table, tree, transform) show, computed in one streaming pass:
+// per-location amounts for one view of the capture, the threads, the memory-over-time samples
+// and, for --temporal, per-interval amounts.
+//
+// A location is (stack node, thread, allocator). Reporters merge what they do not show
+// (threads unless --split-threads, allocators outside `table`/csv) and turn node ids into frames
+// with StackResolver. Memory is bounded by the live allocations and the distinct locations.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "format/reader.hpp"
+#include "format/records.hpp"
+
+namespace memray::report {
+
+enum class SnapshotKind {
+    HighWaterMark,  // allocations alive at the latest moment of peak heap (memray's default)
+    Leaks,          // allocations alive when tracking stopped (--leaks)
+    Temporary,      // allocations freed after at most `temporary_threshold` other allocations
+                    // on the same thread (--temporary-allocations[-threshold N])
+};
+
+struct SnapshotOptions {
+    SnapshotKind kind = SnapshotKind::HighWaterMark;
+    uint64_t temporary_threshold = 1;
+    // --temporal: also fill Snapshot::intervals (allocations by the memory-sample interval in
+    // which they were made and the one in which they were freed).
+    bool temporal = false;
+    // At most this many memory points (and temporal intervals); more are merged evenly.
+    size_t max_memory_records = 10000;
+    // Called now and then with (bytes read, file size) for a progress bar; may be empty.
+    std::function<void(uint64_t, uint64_t)> progress;
+};
+
+struct LocationAmount {
+    uint32_t node = 0;    // stack node id (0 = empty stack); frames via StackResolver
+    uint32_t thread = 0;  // index into Snapshot::threads
+    format::Allocator allocator{};
+    uint64_t count = 0;  // allocations
+    uint64_t bytes = 0;
+};
+
+struct SnapshotThread {
+    uint64_t tid = 0;  // OS thread id
+    std::string name;  // OS or Python threading name, may be empty
+};
+
+struct MemoryPoint {
+    uint64_t time_us = 0;  // since the capture's start
+    uint64_t rss = 0;      // resident set size, bytes
+    uint64_t heap = 0;     // tracked heap at that time, bytes
+};
+
+// --temporal: allocations of one location made in interval `allocated_in` and freed in
+// `freed_in` (k_never when still alive at the end). Interval i runs from memory[i].time_us to
+// memory[i+1].time_us. A window [a, b] shows the allocations with a <= allocated_in <= b and
+// freed_in > b.
+struct IntervalAmount {
+    static constexpr uint32_t k_never = ~uint32_t(0);
+    uint32_t location = 0;  // index into Snapshot::locations
+    uint32_t allocated_in = 0;
+    uint32_t freed_in = k_never;
+    uint64_t count = 0;
+    uint64_t bytes = 0;
+};
+
+struct Snapshot {
+    SnapshotKind kind = SnapshotKind::HighWaterMark;
+    // Every location with a nonzero amount in this view; with `temporal`, every location that
+    // appears in `intervals`.
+    std::vector<LocationAmount> locations;
+    std::vector<SnapshotThread> threads;
+    std::vector<MemoryPoint> memory;
+    std::vector<IntervalAmount> intervals;  // only with SnapshotOptions::temporal
+
+    // Capture-wide numbers for the stats panel.
+    uint64_t total_allocations = 0;
+    uint64_t total_bytes = 0;
+    uint64_t peak_bytes = 0;
+    uint64_t peak_time_us = 0;
+    uint64_t duration_us = 0;
+};
+
+// Reads the whole capture. The reader stays usable for StackResolver afterwards.
+Snapshot build_snapshot(format::Reader& reader, const SnapshotOptions& options);
+
+}  // namespace memray::report
