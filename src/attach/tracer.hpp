@@ -132,6 +132,16 @@ class Tracer {
     void interrupt_all();
     void resume_all();
 
+    // Added by "attach": how the last stop_at_safe_point went, for -v output, tests and bench.
+    struct Stats {
+        bool from_breakpoint = false;      // true: a thread trapped at an entry point; false: fallback
+        int rejected = 0;                  // threads whose stack was not safe
+        int64_t unwind_us = 0;             // stack check of the chosen thread (it is stopped meanwhile)
+        int64_t max_unwind_us = 0;         // longest stack check of any thread
+        int64_t stop_at_safe_point_us = 0; // whole call
+    };
+    const Stats& stats() const;
+
   private:
     struct Impl;
     std::unique_ptr<Impl> m_impl;
