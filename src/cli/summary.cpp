@@ -31,7 +31,7 @@ void run_summary(const SummaryOptions& o) {
     report::track_capture(*reader, tracker);
     report::warn_if_truncated(*reader);
     report::StackResolver resolver(*reader);
-    report::Summary summary = report::compute_summary(tracker, resolver, report::Snapshot::Peak);
+    report::Summary summary = report::compute_summary(tracker, resolver, report::SummaryView::Peak);
 
     report::TableStyle style;
     size_t lines = 24;  // memray's default when the size is unknown

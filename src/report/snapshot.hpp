@@ -32,8 +32,11 @@ struct SnapshotOptions {
     bool temporal = false;
     // At most this many memory points (and temporal intervals); more are merged evenly.
     size_t max_memory_records = 10000;
-    // Called now and then with (bytes read, file size) for a progress bar; may be empty.
+    // Called now and then with (bytes read, file size) for a progress bar, from the thread that
+    // reads the file (not always the caller's), and once at the end; may be empty.
     std::function<void(uint64_t, uint64_t)> progress;
+    // Decode and aggregate on 1 or 2 threads; 0 decides by file size (tests force both).
+    int threads = 0;
 };
 
 struct LocationAmount {

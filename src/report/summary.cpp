@@ -90,7 +90,7 @@ std::string rule(const std::vector<size_t>& widths, const char* left, const char
 }  // namespace
 
 Summary compute_summary(const AllocationTracker& tracker, const StackResolver& resolver,
-                        Snapshot which) {
+                        SummaryView which) {
     Summary s;
     std::unordered_map<std::string, size_t> index;  // "function\0file" -> row
     auto row_for = [&](const std::string& function, const std::string& file) -> SummaryRow& {
@@ -102,7 +102,7 @@ Summary compute_summary(const AllocationTracker& tracker, const StackResolver& r
         return s.rows[it->second];
     };
     for (uint32_t id = 0; id < tracker.node_count(); ++id) {
-        Amount a = which == Snapshot::Peak ? tracker.at_peak(id) : tracker.at_end(id);
+        Amount a = which == SummaryView::Peak ? tracker.at_peak(id) : tracker.at_end(id);
         if (a.count == 0 && a.bytes == 0) continue;
         s.snapshot_bytes += a.bytes;
         s.snapshot_count += a.count;

@@ -25,10 +25,10 @@ struct Summary {
     uint64_t snapshot_count = 0;
 };
 
-enum class Snapshot { Peak, Leaks };
+enum class SummaryView { Peak, Leaks };
 
 Summary compute_summary(const AllocationTracker& tracker, const StackResolver& resolver,
-                        Snapshot which = Snapshot::Peak);
+                        SummaryView which = SummaryView::Peak);
 
 struct TableStyle {
     bool color = false;

@@ -1,1 +1,180 @@
-// placeholder: being written
+#include "report/tree_report.hpp"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "report/allocation_tracker.hpp"
+#include "report/size_format.hpp"
+
+namespace memray::report {
+
+namespace {
+
+// Chains of single-child frames with one size longer than this are shown by their ends.
+constexpr size_t k_chain_max = 7;
+constexpr size_t k_chain_keep = 3;  // frames kept at each end
+
+struct Node {
+    Frame frame;
+    uint64_t bytes = 0;
+    uint64_t count = 0;
+    std::vector<size_t> children;
+};
+
+class Printer {
+  public:
+    Printer(const std::vector<Node>& nodes, uint64_t total, bool color)
+        : m_nodes(nodes), m_total(total), m_color(color) {}
+
+    void children(size_t parent, const std::string& prefix) {
+        std::vector<size_t> kids = m_nodes[parent].children;
+        std::stable_sort(kids.begin(), kids.end(), [&](size_t a, size_t b) {
+            const Node& x = m_nodes[a];
+            const Node& y = m_nodes[b];
+            if (x.bytes != y.bytes) return x.bytes > y.bytes;
+            if (x.count != y.count) return x.count > y.count;
+            return std::tie(x.frame.function, x.frame.file, x.frame.line) <
+                   std::tie(y.frame.function, y.frame.file, y.frame.line);
+        });
+        for (size_t i = 0; i < kids.size(); ++i) {
+            bool last = i + 1 == kids.size();
+            subtree(kids[i], prefix, last);
+        }
+    }
+
+    std::string& out() { return m_out; }
+
+    void line(const std::string& prefix, const char* connector, const Node& n, bool leaf) {
+        double share = m_total ? double(n.bytes) / double(m_total) : 0.0;
+        std::string amount = fmt::format("{} ({:.2f} %) {}", size_fmt(n.bytes), share * 100, n.count);
+        std::string where = n.frame.file;
+        if (n.frame.line > 0) where += fmt::format(":{}", n.frame.line);
+        m_out += dim(prefix + connector);
+        m_out += leaf ? "📄 " : "📂 ";
+        m_out += paint(color_for(share), amount) + "  " + paint("\x1b[1;35m", n.frame.function);
+        if (!where.empty()) m_out += "  " + paint("\x1b[36m", where);
+        m_out += "\n";
+    }
+
+  private:
+    void subtree(size_t id, const std::string& prefix, bool last) {
+        // The single-child chain that starts here, as long as the amounts stay the same.
+        std::vector<size_t> chain = {id};
+        while (m_nodes[chain.back()].children.size() == 1) {
+            size_t next = m_nodes[chain.back()].children[0];
+            if (m_nodes[next].bytes != m_nodes[id].bytes || m_nodes[next].count != m_nodes[id].count)
+                break;
+            chain.push_back(next);
+        }
+        std::string p = prefix;
+        bool is_last = last;
+        auto print = [&](size_t n) {
+            line(p, is_last ? "└── " : "├── ", m_nodes[n], m_nodes[n].children.empty());
+            p += is_last ? "    " : "│   ";
+            is_last = true;  // below the first link, each frame is its parent's only child
+        };
+        if (chain.size() <= k_chain_max) {
+            for (size_t i = 0; i + 1 < chain.size(); ++i) print(chain[i]);
+        } else {
+            for (size_t i = 0; i < k_chain_keep; ++i) print(chain[i]);
+            size_t hidden = chain.size() - 2 * k_chain_keep;
+            m_out += dim(p + "⋮   ") + dim(fmt::format("{} more frames", hidden)) + "\n";
+            for (size_t i = chain.size() - k_chain_keep; i + 1 < chain.size(); ++i) print(chain[i]);
+        }
+        print(chain.back());
+        // `p` now ends with the indentation for the last link's children.
+        children(chain.back(), p);
+    }
+
+    static const char* color_for(double share) {
+        if (share > 0.6) return "\x1b[31m";
+        if (share > 0.2) return "\x1b[33m";
+        if (share > 0.05) return "\x1b[32m";
+        return "\x1b[92m";
+    }
+    std::string paint(const char* code, const std::string& s) const {
+        return m_color ? code + s + "\x1b[0m" : s;
+    }
+    std::string dim(const std::string& s) const { return paint("\x1b[2m", s); }
+
+    const std::vector<Node>& m_nodes;
+    uint64_t m_total;
+    bool m_color;
+    std::string m_out;
+};
+
+}  // namespace
+
+std::string render_tree(const Snapshot& s, const StackResolver& resolver, const TreeOptions& o) {
+    // Merge threads and allocators: the tree shows where, not who.
+    std::map<uint32_t, Amount> by_node;
+    uint64_t total = 0, count = 0;
+    for (const LocationAmount& l : s.locations) {
+        Amount& a = by_node[l.node];
+        a.bytes += l.bytes;
+        a.count += l.count;
+        total += l.bytes;
+        count += l.count;
+    }
+    std::vector<std::pair<uint32_t, Amount>> biggest(by_node.begin(), by_node.end());
+    std::stable_sort(biggest.begin(), biggest.end(), [](const auto& a, const auto& b) {
+        if (a.second.bytes != b.second.bytes) return a.second.bytes > b.second.bytes;
+        return a.second.count > b.second.count;
+    });
+    size_t shown = std::min(o.biggest, biggest.size());
+
+    std::vector<Node> nodes(1);
+    std::map<std::tuple<size_t, std::string, std::string, uint32_t>, size_t> child_of;
+    for (size_t i = 0; i < shown; ++i) {
+        auto [node, amount] = biggest[i];
+        std::vector<Frame> frames = resolver.stack(node);
+        if (frames.empty()) frames.push_back({"<unknown stack>", "", 0, false});
+        size_t at = 0;
+        nodes[0].bytes += amount.bytes;
+        nodes[0].count += amount.count;
+        for (auto f = frames.rbegin(); f != frames.rend(); ++f) {
+            auto [it, fresh] =
+                child_of.emplace(std::make_tuple(at, f->function, f->file, f->line), nodes.size());
+            if (fresh) {
+                nodes.push_back({*f, 0, 0, {}});
+                nodes[at].children.push_back(it->second);
+            }
+            at = it->second;
+            nodes[at].bytes += amount.bytes;
+            nodes[at].count += amount.count;
+        }
+    }
+
+    std::string title = o.title;
+    if (title.empty()) {
+        switch (s.kind) {
+            case SnapshotKind::HighWaterMark:
+                title = fmt::format("Allocations alive at the high-water mark ({} at {:.3f} s)",
+                                    size_fmt(s.peak_bytes), double(s.peak_time_us) / 1e6);
+                break;
+            case SnapshotKind::Leaks: title = "Allocations alive when tracking stopped (leaks)"; break;
+            case SnapshotKind::Temporary: title = "Temporary allocations"; break;
+        }
+    }
+    Printer p(nodes, total, o.color);
+    std::string& out = p.out();
+    out += title + "\n\n";
+    out += fmt::format("📂 {} (100.00 %) {} allocations", size_fmt(total), count);
+    if (shown < biggest.size())
+        out += fmt::format("  (the {} biggest of {} locations)", shown, biggest.size());
+    out += "\n";
+    p.children(0, "");
+    if (shown < biggest.size()) {
+        uint64_t rest_bytes = total - nodes[0].bytes, rest_count = count - nodes[0].count;
+        out += fmt::format("\n{} smaller locations not shown: {} in {} allocations\n",
+                           biggest.size() - shown, size_fmt(rest_bytes), rest_count);
+    }
+    if (biggest.empty()) out += "\nNo allocations in this view.\n";
+    return out;
+}
+
+}  // namespace memray::report
