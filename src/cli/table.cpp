@@ -1,12 +1,9 @@
-// placeholder: being written
-#include "cli/commands.hpp"
+// `memray table [-o FILE] [-f] [--leaks | --temporary-allocations |
+//  --temporary-allocation-threshold N] [--split-threads] capture`: see html_reporter.hpp.
+#include "cli/html_reporter.hpp"
 
 namespace memray::cli {
 
-void register_table(CLI::App& app) {
-    auto* sub = app.add_subcommand("table", "Generate an HTML table with all records in the peak memory usage (not supported yet)");
-    sub->allow_extras();
-    sub->callback([] { throw UsageError("'memray table' is not supported yet", 2); });
-}
+void register_table(CLI::App& app) { register_html_reporter(app, HtmlReporter::Table); }
 
 }  // namespace memray::cli
