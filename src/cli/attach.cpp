@@ -1,12 +1,248 @@
-// placeholder: being written
+// `memray attach [-o FILE] [-f] [--native] [--no-compress] [--duration SECONDS] [-v] <pid>`
+//
+// The CLI creates the capture file itself (so a relative path means the CLI's directory, also for
+// a target in another mount namespace) and hands the open descriptor to the target; see
+// docs/attach.md for the whole protocol.
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "attach/tracer.hpp"
+#include "cli/attach_common.hpp"
 #include "cli/commands.hpp"
+#include "inject/injector.hpp"
+#include "report/allocation_tracker.hpp"
+#include "report/capture.hpp"
+#include "report/size_format.hpp"
 
 namespace memray::cli {
 
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int k_usage_exit = 2;
+constexpr std::chrono::milliseconds k_attach_timeout{5000};
+constexpr std::chrono::milliseconds k_detach_timeout{30000};
+
+struct AttachOptions {
+    std::string pid;
+    std::string output;
+    bool force = false;
+    bool native = false;
+    bool no_compress = false;
+    double duration = 0;
+    bool verbose = false;
+    // Options of memray that arrive with later work.
+    bool aggregate = false;
+    bool follow_fork = false;
+    bool trace_python_allocators = false;
+    bool compress_on_exit = false;
+};
+
+// The capture file, created by the CLI. Removed again on failure, but only if this run created
+// it (with -f the path may be something of the user's).
+class OutputFile {
+  public:
+    OutputFile(const std::string& shown, const std::string& absolute, bool force)
+        : m_path(absolute) {
+        struct stat st {};
+        bool exists = ::stat(absolute.c_str(), &st) == 0;
+        if (exists && S_ISDIR(st.st_mode))
+            throw UsageError(fmt::format("output {} is a directory", shown));
+        if (exists && !force) {
+            throw UsageError(fmt::format(
+                "output file {} already exists, will not overwrite (use -f to force)", shown));
+        }
+        m_fd = ::open(absolute.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        m_created = m_fd >= 0;
+        if (m_fd < 0 && errno == EEXIST && force)
+            m_fd = ::open(absolute.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (m_fd < 0) {
+            int err = errno;
+            if (err == EEXIST) {
+                throw UsageError(fmt::format(
+                    "output file {} already exists, will not overwrite (use -f to force)", shown));
+            }
+            throw UsageError(fmt::format("cannot create the output file {}: {}", shown,
+                                         std::strerror(err)));
+        }
+    }
+    ~OutputFile() {
+        if (m_fd >= 0) ::close(m_fd);
+        if (!m_kept && m_created) ::unlink(m_path.c_str());
+    }
+    OutputFile(const OutputFile&) = delete;
+    OutputFile& operator=(const OutputFile&) = delete;
+    int fd() const { return m_fd; }
+    // The target has its own copy of the descriptor now and writes the capture.
+    void keep() {
+        m_kept = true;
+        ::close(m_fd);
+        m_fd = -1;
+    }
+
+  private:
+    std::string m_path;
+    int m_fd = -1;
+    bool m_created = false;
+    bool m_kept = false;
+};
+
+// The one-line summary after --duration, read with the report code.
+void print_capture_summary(const std::string& path) {
+    try {
+        auto reader = report::open_capture(path);
+        report::AllocationTracker tracker(false);
+        report::track_capture(*reader, tracker);
+        std::printf("Wrote %s: %llu allocations (%s allocated), peak memory %s\n", path.c_str(),
+                    static_cast<unsigned long long>(tracker.allocations()),
+                    report::size_fmt(tracker.total_bytes()).c_str(),
+                    report::size_fmt(tracker.peak()).c_str());
+    } catch (const std::exception& e) {
+        std::printf("Wrote %s\n", path.c_str());
+        std::fprintf(stderr, "memray: warning: cannot summarize %s: %s\n", path.c_str(), e.what());
+    }
+    std::fflush(stdout);
+}
+
+void run_attach(const AttachOptions& o) {
+    auto planned = [](bool given, const char* name) {
+        if (given) throw UsageError(fmt::format("--{} is not supported yet", name), k_usage_exit);
+    };
+    planned(o.aggregate, "aggregate");
+    planned(o.follow_fork, "follow-fork");
+    planned(o.trace_python_allocators, "trace-python-allocators");
+    planned(o.compress_on_exit, "compress-on-exit");
+    if (o.output.empty())
+        throw UsageError("the live view is not supported yet: give -o FILE", k_usage_exit);
+    if (o.duration < 0 || std::isnan(o.duration))
+        throw UsageError("--duration must be a positive number of seconds", k_usage_exit);
+    pid_t pid = parse_pid(o.pid);
+
+    std::string payload = payload_path();
+    if (::access(payload.c_str(), R_OK) != 0) {
+        int err = errno;
+        throw UsageError(fmt::format("cannot use the payload {}: {} (set MEMRAY_PAYLOAD to its path)",
+                                     payload, std::strerror(err)));
+    }
+    payload = fs::absolute(payload).lexically_normal().string();
+    std::string output_abs = fs::absolute(o.output).lexically_normal().string();
+
+    CancelOnSignals signals;
+    OutputFile file(o.output, output_abs, o.force);
+
+    inject::AttachOptions a;
+    a.pid = pid;
+    a.payload_path = payload;
+    a.settings = fmt::format("output={}\nnative={}\ncompress={}\n", output_abs, o.native ? 1 : 0,
+                             o.no_compress ? 0 : 1);
+    if (const char* level = std::getenv("MEMRAY_LOG_LEVEL"); level != nullptr && *level != '\0')
+        a.settings += fmt::format("log_level={}\n", level);
+    a.output_fd = file.fd();
+    a.timeout = k_attach_timeout;
+    a.verbose = o.verbose;
+    a.cancelled = [&signals] { return signals.cancelled(); };
+
+    inject::AttachResult r;
+    try {
+        r = inject::attach_payload(a);
+    } catch (const attach::Interrupted&) {
+        throw UsageError(fmt::format("interrupted: process {} was left running without memray", pid),
+                         130);
+    }
+    if (signals.cancelled()) {
+        // Ctrl-C arrived after the last point the attach steps looked: undo the session, so an
+        // interrupted attach never leaves tracking running.
+        try {
+            inject::detach_payload(pid, k_detach_timeout, false);
+        } catch (const attach::AttachError&) {
+        }
+        throw UsageError(fmt::format("interrupted: process {} was left running without memray", pid),
+                         130);
+    }
+    file.keep();
+    if (o.verbose) {
+        std::fprintf(stderr,
+                     "memray: tracking active %.1f ms after the start of attach; thread %d was "
+                     "stopped for %.2f ms (%s%s)\n",
+                     r.active_ms, r.hijacked_tid, r.stopped_ms,
+                     r.loaded_now ? "payload loaded" : "payload already loaded",
+                     r.via_memfd ? " through a memfd" : "");
+    }
+
+    if (o.duration == 0) {
+        std::printf("Tracking allocations in process %d (%s) to %s; run 'memray detach %d' to stop\n",
+                    pid, r.command.c_str(), o.output.c_str(), pid);
+        std::fflush(stdout);
+        return;
+    }
+
+    std::printf("Tracking allocations in process %d (%s) to %s for %g s (Ctrl-C to stop early)\n",
+                pid, r.command.c_str(), o.output.c_str(), o.duration);
+    std::fflush(stdout);
+    auto until = std::chrono::steady_clock::now() +
+                 std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                     std::chrono::duration<double>(o.duration));
+    bool exited = false;
+    while (std::chrono::steady_clock::now() < until && !signals.cancelled()) {
+        if (::kill(pid, 0) != 0 && errno == ESRCH) {
+            exited = true;
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (!exited) {
+        try {
+            // A second Ctrl-C must not abandon the stop half way: the capture is nearly done.
+            auto d = inject::detach_payload(pid, k_detach_timeout, o.verbose);
+            if (!d.error_text.empty())
+                std::fprintf(stderr, "memray: warning: %s\n", d.error_text.c_str());
+        } catch (const attach::NoSuchProcess&) {
+            exited = true;
+        } catch (const inject::NotAttached&) {
+            exited = true;  // tracking ended on its own (exec, or the capture was finalized)
+        }
+    }
+    if (exited) std::printf("Process %d ended tracking before the duration was over\n", pid);
+    print_capture_summary(output_abs);
+}
+
+}  // namespace
+
 void register_attach(CLI::App& app) {
-    auto* sub = app.add_subcommand("attach", "Begin tracking allocations in an already-started process (not supported yet)");
-    sub->allow_extras();
-    sub->callback([] { throw UsageError("'memray attach' is not supported yet", 2); });
+    auto o = std::make_shared<AttachOptions>();
+    auto* sub = app.add_subcommand("attach", "Begin tracking allocations in an already-started process");
+    sub->add_option("pid", o->pid, "Process ID (PID) of the process to attach to")->required();
+    sub->add_option("-o,--output", o->output, "Capture file to write (required for now)");
+    sub->add_flag("-f,--force", o->force, "Overwrite the output file if it exists");
+    sub->add_flag("--native", o->native, "Record native (C/C++) stack frames as well");
+    sub->add_flag("--no-compress", o->no_compress, "Write uncompressed blocks");
+    sub->add_option("--duration", o->duration,
+                    "Track for this many seconds, then detach and summarize the capture");
+    sub->add_flag("-v,--verbose", o->verbose, "Print each step with its timing on stderr");
+    sub->add_flag("--aggregate", o->aggregate, "Not supported yet");
+    sub->add_flag("--follow-fork", o->follow_fork, "Not supported yet");
+    sub->add_flag("--trace-python-allocators", o->trace_python_allocators, "Not supported yet");
+    sub->add_flag("--compress-on-exit", o->compress_on_exit, "Not supported yet");
+    sub->footer("Stop tracking with 'memray detach PID'; the target keeps running either way.");
+    sub->callback([o] { run_attach(*o); });
 }
 
 }  // namespace memray::cli

@@ -1,1 +1,493 @@
-// placeholder: being written
+#include "inject/injector.hpp"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <vector>
+
+#include "attach/tracer.hpp"
+#include "inject/elf_symbols.hpp"
+#include "payload/api.hpp"
+
+namespace memray::inject {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+using attach::AttachError;
+
+// How long a safe-point breakpoint may wait for a thread to call malloc/free before the Tracer
+// falls back to a thread blocked in a system call (an idle process never allocates).
+constexpr std::chrono::milliseconds k_breakpoint_wait{30};
+// Scratch page in the target: the dlopen path, the memfd name, the settings.
+constexpr uint64_t k_scratch_size = 16384;
+constexpr uint64_t k_scratch_path = 0;
+constexpr uint64_t k_scratch_name = 1024;
+constexpr uint64_t k_scratch_settings = 2048;
+// glibc < 2.34: __libc_dlopen_mode needs __RTLD_DLOPEN to behave like dlopen.
+constexpr uint64_t k_rtld_dlopen = 0x80000000u;
+constexpr const char* k_detach_hint = "no previous memray attach call detected";
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+class Steps {
+  public:
+    explicit Steps(bool verbose) : m_verbose(verbose), m_start(clock::now()) {}
+    double elapsed_ms() const {
+        return std::chrono::duration<double, std::milli>(clock::now() - m_start).count();
+    }
+    template <typename... Args>
+    void note(fmt::format_string<Args...> f, Args&&... args) const {
+        if (!m_verbose) return;
+        std::string line = fmt::format(f, std::forward<Args>(args)...);
+        std::fprintf(stderr, "memray: [%7.2f ms] %s\n", elapsed_ms(), line.c_str());
+    }
+
+  private:
+    bool m_verbose;
+    clock::time_point m_start;
+};
+
+std::string read_comm(pid_t pid) {
+    std::ifstream in(fmt::format("/proc/{}/comm", pid));
+    std::string comm;
+    std::getline(in, comm);
+    return comm;
+}
+
+std::string basename_of(const std::string& path) {
+    auto slash = path.rfind('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+struct LibcFunctions {
+    std::string path;
+    uint64_t dlopen = 0;
+    bool libc_dlopen_mode = false;  // dlopen is __libc_dlopen_mode (glibc < 2.34)
+    uint64_t dlerror = 0;           // 0 when libc has none (glibc < 2.34)
+    uint64_t malloc = 0;
+    uint64_t free = 0;
+};
+
+bool is_glibc_name(const std::string& base) {
+    return base == "libc.so.6" || (base.rfind("libc-2.", 0) == 0 && base.size() > 10 &&
+                                   base.compare(base.size() - 3, 3, ".so") == 0);
+}
+
+LibcFunctions find_libc(pid_t pid, const std::vector<attach::Mapping>& maps) {
+    const attach::Mapping* libc = nullptr;
+    bool musl = false;
+    for (const auto& m : maps) {
+        std::string base = basename_of(m.path);
+        if (base.rfind("ld-musl", 0) == 0 || base.rfind("libc.musl", 0) == 0) musl = true;
+        if (m.offset == 0 && is_glibc_name(base) && libc == nullptr) libc = &m;
+    }
+    if (libc == nullptr) {
+        if (musl) {
+            throw AttachError(fmt::format(
+                "process {} uses musl libc: memray attach supports glibc programs only", pid));
+        }
+        throw AttachError(fmt::format(
+            "process {} has no glibc mapped (statically linked?): memray can only attach to "
+            "dynamically linked glibc programs",
+            pid));
+    }
+    std::string file = mapped_file_path(pid, *libc);
+    auto syms = read_dynamic_symbols(
+        file, {"dlopen", "__libc_dlopen_mode", "dlerror", "malloc", "free"});
+    uint64_t bias = libc->start - syms.first_load_vaddr;
+    auto get = [&](const char* name) -> uint64_t {
+        auto it = syms.values.find(name);
+        return it == syms.values.end() ? 0 : bias + it->second;
+    };
+    LibcFunctions f;
+    f.path = libc->path;
+    f.dlopen = get("dlopen");
+    if (f.dlopen == 0) {
+        f.dlopen = get("__libc_dlopen_mode");
+        f.libc_dlopen_mode = f.dlopen != 0;
+    }
+    f.dlerror = get("dlerror");
+    f.malloc = get("malloc");
+    f.free = get("free");
+    if (f.dlopen == 0 || f.malloc == 0 || f.free == 0) {
+        throw AttachError(fmt::format("cannot find dlopen, malloc and free in {} of process {}",
+                                      libc->path, pid));
+    }
+    return f;
+}
+
+// Entry points of CPython's object allocator, as extra safe points: in a Python program small
+// objects come from pymalloc and rarely reach malloc, so libc's entries alone often leave the
+// breakpoint wait to time out. At PyObject_Malloc's entry a thread holds the GIL but no allocator
+// or loader lock, which is what dlopen and start_async need (the Tracer still checks the stack).
+// Looked up in libpython, or in the executable when libpython is linked into it (Debian's).
+std::vector<uint64_t> find_python_entries(pid_t pid, const std::vector<attach::Mapping>& maps,
+                                          const std::string& exe) {
+    const attach::Mapping* holder = nullptr;
+    for (const auto& m : maps) {
+        if (m.offset == 0 && basename_of(m.path).rfind("libpython3", 0) == 0) {
+            holder = &m;
+            break;
+        }
+    }
+    if (holder == nullptr) {
+        for (const auto& m : maps) {
+            if (m.offset == 0 && m.path == exe) {
+                holder = &m;
+                break;
+            }
+        }
+    }
+    if (holder == nullptr) return {};
+    std::vector<uint64_t> out;
+    try {
+        auto syms = read_dynamic_symbols(mapped_file_path(pid, *holder),
+                                         {"PyObject_Malloc", "PyObject_Free"});
+        uint64_t bias = holder->start - syms.first_load_vaddr;
+        for (const auto& [name, value] : syms.values) out.push_back(bias + value);
+    } catch (const AttachError&) {
+        // Only an optimisation: malloc and free remain.
+    }
+    return out;
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+    struct stat sa {}, sb {};
+    return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+std::vector<char> read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw AttachError(fmt::format("cannot read the payload {}: {}", path, errno_text(errno)));
+    return std::vector<char>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+bool syscall_failed(int64_t rc) { return rc < 0 && rc > -4096; }
+
+// A NUL-terminated string of the target (dlerror's text).
+std::string read_remote_string(const attach::Tracer& tracer, uint64_t address, size_t max) {
+    std::string out;
+    char chunk[64];
+    while (out.size() < max) {
+        // Never cross a page boundary in one read: the next page may not be mapped.
+        size_t to_page = 4096 - (address % 4096);
+        size_t n = std::min(sizeof chunk, to_page);
+        try {
+            tracer.read_memory(address, chunk, n);
+        } catch (const AttachError&) {
+            break;
+        }
+        size_t len = ::strnlen(chunk, n);
+        out.append(chunk, len);
+        if (len < n) break;
+        address += n;
+    }
+    return out;
+}
+
+struct Injection {
+    bool loaded_now = false;
+    bool via_memfd = false;
+    int start_rc = 0;
+    pid_t tid = 0;
+    double stopped_ms = 0;
+};
+
+// Everything that needs a stopped thread. The Tracer's destructor restores and detaches.
+Injection inject(const AttachOptions& o, const attach::ProcessInfo& info,
+                 const LibcFunctions& libc, const std::vector<uint64_t>& extra_entries,
+                 std::optional<LoadedPayload> loaded, const std::string& settings,
+                 const Steps& steps) {
+    pid_t pid = o.pid;
+    Injection result;
+
+    // How the target will see the payload: our path if it is the same file in its mount
+    // namespace, else a memfd created in the target and filled from here.
+    std::string payload_abs = o.payload_path;
+    bool use_path = info.same_mount_namespace &&
+                    same_file(payload_abs, fmt::format("/proc/{}/root{}", pid, payload_abs));
+    std::vector<char> payload_bytes;
+    if (!loaded && !use_path) payload_bytes = read_file(payload_abs);
+    if (settings.size() + 1 > k_scratch_size - k_scratch_settings)
+        throw AttachError("the settings for the payload are too long");
+
+    attach::Tracer::Options topt;
+    topt.timeout = o.timeout;
+    topt.cancelled = o.cancelled;
+    topt.verbose = o.verbose;
+    attach::Tracer tracer(pid, topt);
+    steps.note("seized {} threads of process {}", tracer.threads().size(), pid);
+
+    std::vector<uint64_t> entries = {libc.malloc, libc.free};
+    entries.insert(entries.end(), extra_entries.begin(), extra_entries.end());
+    pid_t tid = tracer.stop_at_safe_point(entries, k_breakpoint_wait);
+    auto stopped_at = clock::now();
+    result.tid = tid;
+    steps.note("thread {} stopped at a safe point", tid);
+
+    int64_t scratch = tracer.syscall(
+        tid, SYS_mmap,
+        {0, k_scratch_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, ~0ull, 0},
+        o.timeout);
+    if (syscall_failed(scratch)) {
+        throw AttachError(fmt::format("cannot map a scratch page in process {}: {}", pid,
+                                      errno_text(int(-scratch))));
+    }
+    uint64_t base = uint64_t(scratch);
+    int64_t memfd = -1;
+    auto cleanup = [&] {
+        // Best effort: also runs after a failed call (the Tracer restored the thread's state).
+        try {
+            if (memfd >= 0) tracer.syscall(tid, SYS_close, {uint64_t(memfd)}, o.timeout);
+            tracer.syscall(tid, SYS_munmap, {base, k_scratch_size}, o.timeout);
+        } catch (const AttachError&) {
+        }
+    };
+    try {
+        if (!loaded) {
+            std::string dl_path = payload_abs;
+            if (!use_path) {
+                tracer.write_memory(base + k_scratch_name, k_payload_name,
+                                    std::strlen(k_payload_name) + 1);
+                memfd = tracer.syscall(tid, SYS_memfd_create, {base + k_scratch_name, MFD_CLOEXEC},
+                                       o.timeout);
+                if (syscall_failed(memfd)) {
+                    int err = int(-memfd);
+                    memfd = -1;
+                    throw AttachError(fmt::format("memfd_create in process {}: {}", pid, errno_text(err)));
+                }
+                std::string fd_path = fmt::format("/proc/{}/fd/{}", pid, memfd);
+                int out = ::open(fd_path.c_str(), O_WRONLY | O_CLOEXEC);
+                if (out < 0) {
+                    throw AttachError(fmt::format("cannot open {}: {}", fd_path, errno_text(errno)));
+                }
+                size_t done = 0;
+                while (done < payload_bytes.size()) {
+                    ssize_t n = ::write(out, payload_bytes.data() + done, payload_bytes.size() - done);
+                    if (n < 0 && errno == EINTR) continue;
+                    if (n <= 0) {
+                        int err = n < 0 ? errno : EIO;
+                        ::close(out);
+                        throw AttachError(fmt::format("cannot write the payload into {}: {}", fd_path,
+                                                      errno_text(err)));
+                    }
+                    done += size_t(n);
+                }
+                ::close(out);
+                dl_path = fmt::format("/proc/self/fd/{}", memfd);
+                result.via_memfd = true;
+                steps.note("payload copied into memfd {} of process {} ({} bytes)", memfd, pid,
+                           payload_bytes.size());
+            }
+            if (dl_path.size() >= k_scratch_name - k_scratch_path)
+                throw AttachError("the payload path is too long: " + dl_path);
+            tracer.write_memory(base + k_scratch_path, dl_path.c_str(), dl_path.size() + 1);
+            uint64_t mode = RTLD_NOW | (libc.libc_dlopen_mode ? k_rtld_dlopen : 0);
+            uint64_t handle = tracer.call(tid, libc.dlopen, {base + k_scratch_path, mode}, o.timeout);
+            if (handle == 0) {
+                std::string why = "no reason given";
+                if (libc.dlerror != 0) {
+                    uint64_t text = tracer.call(tid, libc.dlerror, {}, o.timeout);
+                    if (text != 0) why = read_remote_string(tracer, text, 1000);
+                }
+                throw PayloadFailed(fmt::format("cannot load the memray payload into process {}: {}",
+                                                pid, why));
+            }
+            steps.note("dlopen({}) returned {:#x}", dl_path, handle);
+            result.loaded_now = true;
+            loaded = find_loaded_payload(pid);
+            if (!loaded) {
+                throw PayloadFailed(fmt::format(
+                    "the memray payload was loaded into process {} but is not in its maps", pid));
+            }
+        } else {
+            steps.note("payload already loaded in process {} ({})", pid, loaded->mapped_as);
+        }
+        tracer.write_memory(base + k_scratch_settings, settings.c_str(), settings.size() + 1);
+        uint64_t rc = tracer.call(tid, loaded->start_async_address, {base + k_scratch_settings},
+                                  o.timeout);
+        result.start_rc = int32_t(uint32_t(rc));
+        steps.note("memray_payload_start_async returned {}", result.start_rc);
+    } catch (...) {
+        cleanup();
+        throw;
+    }
+    cleanup();
+    tracer.resume(tid);
+    result.stopped_ms =
+        std::chrono::duration<double, std::milli>(clock::now() - stopped_at).count();
+    steps.note("thread {} resumed after {:.2f} ms", tid, result.stopped_ms);
+    return result;
+}
+
+// True when `pid` no longer runs (gone, or a zombie waiting for its parent).
+bool process_gone(pid_t pid) {
+    std::ifstream in(fmt::format("/proc/{}/stat", pid));
+    std::string line;
+    if (!std::getline(in, line)) return true;
+    auto paren = line.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= line.size()) return false;
+    char state = line[paren + 2];
+    return state == 'Z' || state == 'X';
+}
+
+AttachResult attach_steps(const AttachOptions& o);
+
+}  // namespace
+
+AttachResult attach_payload(const AttachOptions& o) {
+    try {
+        return attach_steps(o);
+    } catch (const attach::NoSuchProcess&) {
+        throw;
+    } catch (const AttachError&) {
+        // Whatever step noticed it first (a read, a wait, a call), the user's answer is the same.
+        if (process_gone(o.pid))
+            throw attach::NoSuchProcess(fmt::format("process {} exited during attach", o.pid));
+        throw;
+    }
+}
+
+namespace {
+
+AttachResult attach_steps(const AttachOptions& o) {
+    Steps steps(o.verbose);
+    pid_t pid = o.pid;
+    attach::ProcessInfo info = attach::inspect_process(pid);
+    auto maps = attach::read_maps(pid);
+    LibcFunctions libc = find_libc(pid, maps);
+    steps.note("process {} ({}): glibc {}, dlopen at {:#x}{}", pid, info.exe, libc.path, libc.dlopen,
+               libc.libc_dlopen_mode ? " (__libc_dlopen_mode)" : "");
+
+    std::optional<LoadedPayload> loaded = find_loaded_payload(pid, maps);
+    uint64_t generation = 0;
+    if (loaded) {
+        PayloadStatus s = read_status(pid, loaded->status_address);
+        if (s.busy()) {
+            throw AlreadyAttached(fmt::format(
+                "process {} is already being tracked by memray (writing {}): run 'memray detach {}' "
+                "first",
+                pid, s.output.empty() ? std::string("?") : s.output, pid));
+        }
+        generation = s.generation;
+    }
+
+    std::string settings = o.settings;
+    if (!settings.empty() && settings.back() != '\n') settings += '\n';
+    settings += "output_fd_handoff=1\n";
+    settings += fmt::format("handoff_timeout_ms={}\n", o.timeout.count());
+
+    std::vector<uint64_t> python_entries = find_python_entries(pid, maps, info.exe);
+    if (!python_entries.empty()) steps.note("CPython allocator entries used as safe points too");
+    Injection inj = inject(o, info, libc, python_entries, loaded, settings, steps);
+    if (inj.start_rc == -EBUSY) {
+        throw AlreadyAttached(fmt::format(
+            "process {} is already being tracked by memray: run 'memray detach {}' first", pid, pid));
+    }
+    if (inj.start_rc != 0) {
+        throw PayloadFailed(fmt::format("memray could not start tracking in process {}: {}", pid,
+                                        errno_text(-inj.start_rc)));
+    }
+    if (!loaded) loaded = find_loaded_payload(pid);
+    if (!loaded) throw PayloadFailed(fmt::format("the memray payload vanished from process {}", pid));
+    uint64_t expected = generation + 1;
+
+    auto ours = [expected](const PayloadStatus& s) { return s.generation == expected; };
+    try {
+        PayloadStatus s = wait_for_status(
+            pid, loaded->status_address,
+            [&](const PayloadStatus& s) {
+                return ours(s) && s.state != MEMRAY_STATE_STARTING;
+            },
+            o.timeout, "the start of memray's control thread", o.cancelled);
+        if (s.state == MEMRAY_STATE_WAITING_FOR_OUTPUT) {
+            send_fd(pid, s.handoff_fd, o.output_fd);
+            steps.note("output file handed to process {} (its fd {})", pid, s.handoff_fd);
+            s = wait_for_status(
+                pid, loaded->status_address,
+                [&](const PayloadStatus& s) {
+                    return ours(s) && s.state != MEMRAY_STATE_WAITING_FOR_OUTPUT;
+                },
+                o.timeout, "the start of tracking", o.cancelled);
+        }
+        if (s.state == MEMRAY_STATE_FAILED || !ours(s)) {
+            throw PayloadFailed(fmt::format("memray could not start tracking in process {}: {}", pid,
+                                            s.error_text.empty() ? "unknown error" : s.error_text));
+        }
+        if (s.state != MEMRAY_STATE_ACTIVE) {
+            throw PayloadFailed(fmt::format("tracking in process {} ended right after it began ({})",
+                                            pid, state_name(s.state)));
+        }
+    } catch (const attach::Interrupted&) {
+        // Tracking may be about to start: make sure it stops again (the control thread gives up
+        // waiting for the output on its own).
+        try {
+            write_stop_request(pid, loaded->status_address, expected);
+        } catch (const AttachError&) {
+        }
+        throw;
+    }
+    AttachResult r;
+    r.generation = expected;
+    r.command = read_comm(pid);
+    r.hijacked_tid = inj.tid;
+    r.loaded_now = inj.loaded_now;
+    r.via_memfd = inj.via_memfd;
+    r.stopped_ms = inj.stopped_ms;
+    r.active_ms = steps.elapsed_ms();
+    steps.note("tracking active (generation {})", expected);
+    return r;
+}
+
+}  // namespace
+
+DetachResult detach_payload(pid_t pid, std::chrono::milliseconds timeout, bool verbose,
+                            const std::function<bool()>& cancelled) {
+    Steps steps(verbose);
+    if (::kill(pid, 0) != 0 && errno == ESRCH)
+        throw attach::NoSuchProcess(fmt::format("no process with pid {}: check the pid (ps -p {})", pid, pid));
+    std::vector<attach::Mapping> maps;
+    try {
+        maps = attach::read_maps(pid);
+    } catch (const attach::NoSuchProcess&) {
+        throw attach::NoSuchProcess(fmt::format("no process with pid {}: check the pid (ps -p {})", pid, pid));
+    }
+    auto loaded = find_loaded_payload(pid, maps);
+    if (!loaded) throw NotAttached(fmt::format("{} (process {})", k_detach_hint, pid));
+    PayloadStatus s = read_status(pid, loaded->status_address);
+    steps.note("payload state in process {}: {} (generation {})", pid, state_name(s.state),
+               s.generation);
+    if (!s.busy()) throw NotAttached(fmt::format("{} (process {})", k_detach_hint, pid));
+    uint64_t generation = s.generation;
+    write_stop_request(pid, loaded->status_address, generation);
+    double requested = steps.elapsed_ms();
+    steps.note("stop requested");
+    s = wait_for_status(
+        pid, loaded->status_address,
+        [&](const PayloadStatus& st) {
+            return st.generation != generation || st.state == MEMRAY_STATE_STOPPED ||
+                   st.state == MEMRAY_STATE_FAILED;
+        },
+        timeout, "the end of tracking", cancelled);
+    DetachResult r;
+    r.output = s.output;
+    r.error_text = s.error_text;
+    r.stop_ms = steps.elapsed_ms() - requested;
+    steps.note("capture finalized ({})", state_name(s.state));
+    return r;
+}
+
+}  // namespace memray::inject

@@ -3,7 +3,12 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -23,6 +28,12 @@
 #include "payload/tracker.hpp"
 #include "payload/writer.hpp"
 
+extern "C" {
+__attribute__((visibility("default"))) struct memray_payload_status_t memray_payload_status = {
+    MEMRAY_STATUS_MAGIC, MEMRAY_STATUS_VERSION, sizeof(memray_payload_status_t),
+    MEMRAY_STATE_IDLE, 0, 0, -1, 0, 0, {}, {}};
+}
+
 namespace memray::payload {
 
 namespace {
@@ -33,6 +44,8 @@ struct Settings {
     bool native = false;
     bool compress = true;
     bool force = false;
+    bool output_fd_handoff = false;
+    int handoff_timeout_ms = 10000;
     int log_level = int(LogLevel::Warning);
 };
 
@@ -94,6 +107,16 @@ int parse_settings(const char* text, Settings& out) noexcept {
             else if (key_is("native")) ok = parse_bool(v, vlen, out.native);
             else if (key_is("compress")) ok = parse_bool(v, vlen, out.compress);
             else if (key_is("force")) ok = parse_bool(v, vlen, out.force);
+            else if (key_is("output_fd_handoff")) ok = parse_bool(v, vlen, out.output_fd_handoff);
+            else if (key_is("handoff_timeout_ms")) {
+                int ms = 0;
+                ok = vlen > 0 && vlen <= 7;
+                for (size_t i = 0; ok && i < vlen; ++i) {
+                    ok = v[i] >= '0' && v[i] <= '9';
+                    ms = ms * 10 + (v[i] - '0');
+                }
+                if (ok) out.handoff_timeout_ms = ms;
+            }
             else if (key_is("log_level")) {
                 ok = vlen == 1 && v[0] >= '0' && v[0] <= '3';
                 if (ok) out.log_level = v[0] - '0';
@@ -132,21 +155,21 @@ void read_executable(char* out, size_t cap) noexcept {
     out[n > 0 ? n : 0] = '\0';
 }
 
-// Under g_api_lock.
-int start_locked(const char* settings_text) noexcept {
-    Settings s;
-    int rc = parse_settings(settings_text, s);
-    if (rc) return rc;
+// Under g_api_lock. `given_fd` >= 0: the output is already open (attach hands it over; the
+// caller created the file and removes it on failure); it is closed on every path.
+int start_locked(const Settings& s, int given_fd) noexcept {
     set_log_level(LogLevel(s.log_level));
     if (!tracker_init()) {
         set_error("cannot initialise the tracker: %s", strerror(errno));
+        if (given_fd >= 0) close(given_fd);
         return -ENOMEM;
     }
 
     // Only a file this call created may be removed again on failure: with force the path may
     // be anything the user pointed at (a device such as /dev/full, a file of theirs).
-    bool created = true;
-    int fd = open(s.output, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    bool created = given_fd < 0;
+    int fd = given_fd;
+    if (fd < 0) fd = open(s.output, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0 && errno == EEXIST && s.force) {
         created = false;
         fd = open(s.output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -192,7 +215,7 @@ int start_locked(const char* settings_text) noexcept {
     clock_gettime(CLOCK_REALTIME, &wall);
     w.start_unix_ms = uint64_t(wall.tv_sec) * 1000 + uint64_t(wall.tv_nsec) / 1000000;
     char err[512];
-    rc = writer_start(w, err, sizeof err);
+    int rc = writer_start(w, err, sizeof err);
     if (rc) {
         set_error("%s", err);
         abandon_file();
@@ -228,6 +251,215 @@ int stop_locked() noexcept {
     return 0;
 }
 
+
+// --- Attach: the control thread (docs/attach.md).
+//
+// The hijacked thread only runs memray_payload_start_async(): it claims the status (a CAS on the
+// state, never a lock another thread could hold), copies the settings and spawns this thread.
+// Everything that can block or take time happens here while the target runs normally.
+
+std::atomic<uint32_t>& status_state() noexcept {
+    static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+    return *reinterpret_cast<std::atomic<uint32_t>*>(
+        const_cast<uint32_t*>(&memray_payload_status.state));
+}
+
+void publish_state(uint32_t state) noexcept { status_state().store(state, std::memory_order_release); }
+
+void publish_failure(int code, const char* text) noexcept {
+    memray_payload_status.error_code = code < 0 ? code : -EINVAL;
+    snprintf(memray_payload_status.error_text, sizeof memray_payload_status.error_text, "%s", text);
+    publish_state(MEMRAY_STATE_FAILED);
+}
+
+bool session_busy(uint32_t state) noexcept {
+    return state == MEMRAY_STATE_STARTING || state == MEMRAY_STATE_WAITING_FOR_OUTPUT ||
+           state == MEMRAY_STATE_ACTIVE || state == MEMRAY_STATE_STOPPING;
+}
+
+char g_async_settings[16384];
+Settings g_async_parsed;  // only touched by the control thread
+
+uint64_t monotonic_ms() noexcept { return now_ns() / 1000000u; }
+
+// Receives one descriptor (SCM_RIGHTS) on `sock`, waiting at most `timeout_ms`, and giving up
+// early when the CLI (interrupted) writes stop_request. -errno on failure.
+int receive_fd(int sock, int timeout_ms, uint64_t generation) noexcept {
+    uint64_t deadline = monotonic_ms() + uint64_t(timeout_ms);
+    for (;;) {
+        uint64_t now = monotonic_ms();
+        if (now >= deadline) return -ETIMEDOUT;
+        if (memray_payload_status.stop_request == generation) return -ECANCELED;
+        pollfd p{sock, POLLIN, 0};
+        uint64_t slice = deadline - now < 10 ? deadline - now : 10;
+        int n = poll(&p, 1, int(slice));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -errno;
+        if (n == 0) continue;
+        char byte;
+        iovec iov{&byte, 1};
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        ssize_t r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (r < 0) return -errno;
+        if (r == 0) return -EPIPE;  // the CLI went away without sending
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+                c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                int fd;
+                std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+                return fd;
+            }
+        }
+        return -EBADMSG;  // data without a descriptor
+    }
+}
+
+// Publishes a socket in the status and waits for the output descriptor on it.
+int receive_output_fd(const Settings& s, uint64_t generation) noexcept {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        int e = errno;
+        set_error("cannot create the handoff socket: %s", strerror(e));
+        return -e;
+    }
+    memray_payload_status.handoff_fd = sv[1];
+    publish_state(MEMRAY_STATE_WAITING_FOR_OUTPUT);
+    int fd = receive_fd(sv[0], s.handoff_timeout_ms, generation);
+    memray_payload_status.handoff_fd = -1;
+    close(sv[0]);
+    close(sv[1]);
+    if (fd < 0) {
+        if (fd == -ETIMEDOUT)
+            set_error("no output file received within %d ms", s.handoff_timeout_ms);
+        else if (fd == -ECANCELED) set_error("attach cancelled before the output file arrived");
+        else set_error("cannot receive the output file: %s", strerror(-fd));
+    }
+    return fd;
+}
+
+// Stops the session when the CLI asks (stop_request == generation) and notices when tracking
+// ended another way (exec hook, exit destructor, a write error).
+void watch_session(uint64_t generation) noexcept {
+    for (;;) {
+        timespec ten_ms{0, 10 * 1000 * 1000};
+        nanosleep(&ten_ms, nullptr);
+        bool requested = memray_payload_status.stop_request == generation;
+        bool ended = !g_active || writer_failed();
+        if (!requested && !ended) continue;
+        publish_state(MEMRAY_STATE_STOPPING);
+        pthread_mutex_lock(&g_api_lock);
+        if (g_active) stop_locked();
+        pthread_mutex_unlock(&g_api_lock);
+        if (writer_failed()) {
+            snprintf(memray_payload_status.error_text, sizeof memray_payload_status.error_text,
+                     "tracking stopped early: a write to %.900s failed",
+                     memray_payload_status.output);
+        }
+        publish_state(MEMRAY_STATE_STOPPED);
+        return;
+    }
+}
+
+void* control_main(void*) noexcept {
+    t_in_tracker = true;  // nothing this thread does is the program's own allocation
+    prctl(PR_SET_NAME, "memray-control", 0, 0, 0);
+    memray_payload_status.control_tid = int32_t(syscall(SYS_gettid));
+    uint64_t began = now_ns();
+    uint64_t received = began;
+    uint64_t generation = memray_payload_status.generation;
+    Settings& s = g_async_parsed;
+    s = Settings{};
+    int rc = parse_settings(g_async_settings, s);
+    if (rc == 0) {
+        snprintf(memray_payload_status.output, sizeof memray_payload_status.output, "%.4095s",
+                 s.output);
+        int fd = -1;
+        if (s.output_fd_handoff) {
+            fd = receive_output_fd(s, generation);
+            if (fd < 0) rc = fd;
+        }
+        received = now_ns();
+        if (rc == 0) {
+            pthread_mutex_lock(&g_api_lock);
+            // A `memray run` session may have begun meanwhile (start_async checked too).
+            if (g_active) {
+                set_error("tracking is already active in this process");
+                if (fd >= 0) close(fd);
+                rc = -EBUSY;
+            } else {
+                rc = start_locked(s, fd);
+            }
+            pthread_mutex_unlock(&g_api_lock);
+        }
+    }
+    if (rc != 0) {
+        publish_failure(rc, g_last_error);
+        memray_payload_status.control_tid = 0;
+        return nullptr;
+    }
+    publish_state(MEMRAY_STATE_ACTIVE);
+    log(LogLevel::Debug, "tracking started %.2f ms after the control thread began (%.2f ms after the output arrived)",
+        double(now_ns() - began) / 1e6, double(now_ns() - received) / 1e6);
+    watch_session(generation);
+    memray_payload_status.control_tid = 0;
+    return nullptr;
+}
+
+int start_async(const char* settings) noexcept {
+    if (!settings) return -EINVAL;
+    uint32_t state = status_state().load(std::memory_order_acquire);
+    if (session_busy(state) || g_active) return -EBUSY;
+    if (!status_state().compare_exchange_strong(state, MEMRAY_STATE_STARTING,
+                                                std::memory_order_acq_rel)) {
+        return -EBUSY;
+    }
+    size_t n = std::strlen(settings);
+    if (n >= sizeof g_async_settings) {
+        publish_failure(-E2BIG, "settings too long");
+        return -E2BIG;
+    }
+    std::memcpy(g_async_settings, settings, n + 1);
+    memray_payload_status.error_code = 0;
+    memray_payload_status.error_text[0] = '\0';
+    memray_payload_status.output[0] = '\0';
+    memray_payload_status.handoff_fd = -1;
+    memray_payload_status.generation = memray_payload_status.generation + 1;
+
+    // The new thread (and the writer it starts) inherit a fully blocked mask: a signal the
+    // program expects on its own threads (or reads with signalfd) must never be delivered to us.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    int rc = pthread_create(&thread, &attr, control_main, nullptr);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (rc != 0) {
+        char text[128];
+        snprintf(text, sizeof text, "cannot start the control thread: %s", strerror(rc));
+        publish_failure(-rc, text);
+        return -rc;
+    }
+    return 0;
+}
+
+// The control thread does not exist in a forked child; neither does its session.
+void control_after_fork_child() noexcept {
+    uint32_t state = status_state().load(std::memory_order_relaxed);
+    if (session_busy(state)) publish_state(MEMRAY_STATE_STOPPED);
+    memray_payload_status.control_tid = 0;
+    memray_payload_status.handoff_fd = -1;
+}
+
 void child_after_fork() noexcept {
     // The child never records and never touches the parent's capture (follow-fork comes later).
     tracker_after_fork_child();
@@ -236,6 +468,7 @@ void child_after_fork() noexcept {
     g_owner_pid = 0;
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     std::memcpy(&g_api_lock, &fresh, sizeof fresh);
+    control_after_fork_child();
 }
 
 // Drops the payload from LD_PRELOAD (entries separated by ':' or ' ') so that programs the
@@ -303,7 +536,13 @@ using namespace memray::payload;
 extern "C" int memray_payload_start(const char* settings) {
     ReentryGuard guard;
     pthread_mutex_lock(&g_api_lock);
-    int rc = g_active ? 0 : start_locked(settings);
+    int rc = 0;
+    if (!g_active) {
+        static Settings s;  // 8 KiB: kept off the caller's stack (used under g_api_lock)
+        s = Settings{};
+        rc = parse_settings(settings, s);
+        if (rc == 0) rc = start_locked(s, -1);
+    }
     pthread_mutex_unlock(&g_api_lock);
     return rc;
 }
@@ -324,4 +563,9 @@ extern "C" const char* memray_payload_last_error(void) { return g_last_error; }
 
 extern "C" void memray_payload_name_thread(const char* name) {
     if (name && memray::payload::tracking_enabled()) memray::payload::record_thread_name(0, name);
+}
+
+extern "C" int memray_payload_start_async(const char* settings) {
+    ReentryGuard guard;
+    return memray::payload::start_async(settings);
 }

@@ -1,6 +1,10 @@
 // The payload's exported entry points. `memray run` (LD_PRELOAD for native programs, ctypes for
-// Python) and, later, `memray attach` (remote call) all go through memray_payload_start().
+// Python) goes through memray_payload_start(); `memray attach` calls memray_payload_start_async()
+// remotely and then talks to the payload only through memory: it reads memray_payload_status and
+// writes its stop_request word (docs/attach.md).
 #pragma once
+
+#include <stdint.h>
 
 extern "C" {
 
@@ -11,6 +15,10 @@ extern "C" {
 //   force=0|1            overwrite an existing output file (default 0)
 //   command=<text>       command line to store in the header (default /proc/self/cmdline)
 //   log_level=0..3       debug..error (default 2)
+//   output_fd_handoff=0|1  (start_async only) do not open `output`: receive the open file over
+//                        the socket published in the status (SCM_RIGHTS); `output` is then only
+//                        the name shown in messages. The caller created the file.
+//   handoff_timeout_ms=N how long to wait for that descriptor (default 10000)
 // Returns 0 when tracking is active (also when it already was), else a negative code; the text
 // of the last error is available from memray_payload_last_error(). Idempotent.
 __attribute__((visibility("default"))) int memray_payload_start(const char* settings);
@@ -23,4 +31,44 @@ __attribute__((visibility("default"))) const char* memray_payload_last_error(voi
 // Names the calling thread in the capture without renaming it in the OS (`memray run` passes
 // Python's threading names this way: "MainThread", "Thread-1", ...). No-op when not tracking.
 __attribute__((visibility("default"))) void memray_payload_name_thread(const char* name);
+
+// --- Attach protocol (plain C, read and written from outside with process_vm_readv/writev).
+//
+// The layout is versioned: the CLI checks magic and version before trusting anything else, and
+// fields are only ever appended (size grows, version is bumped).
+#define MEMRAY_STATUS_MAGIC 0x315354534d52594dULL /* "MYRMSTS1" little-endian */
+#define MEMRAY_STATUS_VERSION 1u
+
+enum memray_payload_state {
+    MEMRAY_STATE_IDLE = 0,                // never started by start_async
+    MEMRAY_STATE_STARTING = 1,            // control thread spawned, parsing settings
+    MEMRAY_STATE_WAITING_FOR_OUTPUT = 2,  // handoff_fd published, waiting for the output fd
+    MEMRAY_STATE_ACTIVE = 3,              // tracking
+    MEMRAY_STATE_STOPPING = 4,            // finalizing the capture
+    MEMRAY_STATE_STOPPED = 5,             // capture finalized (detach, exec, exit, fork child)
+    MEMRAY_STATE_FAILED = 6,              // error_code/error_text say why; nothing is tracked
+};
+
+struct memray_payload_status_t {
+    uint64_t magic;            // MEMRAY_STATUS_MAGIC, constant from load time
+    uint32_t version;          // MEMRAY_STATUS_VERSION
+    uint32_t size;             // sizeof(struct memray_payload_status_t)
+    volatile uint32_t state;   // enum memray_payload_state; written last (release)
+    int32_t error_code;        // negative errno of the failure (state FAILED), else 0
+    volatile uint64_t generation;    // bumped by every accepted start_async
+    volatile int32_t handoff_fd;     // the target's end of the handoff socket, -1 when none
+    int32_t control_tid;             // the control thread (0 when none)
+    volatile uint64_t stop_request;  // written by the CLI: the generation to stop
+    char output[4096];               // the output path as the user gave it (for messages)
+    char error_text[1024];           // one line, no trailing newline
+};
+
+__attribute__((visibility("default"))) extern struct memray_payload_status_t memray_payload_status;
+
+// Called by a hijacked thread of the target: copies `settings`, spawns the "memray-control"
+// thread (all signals blocked) and returns at once. That thread starts tracking while the target
+// runs, then watches stop_request (every 10 ms) and stops when it equals its generation.
+// Returns 0, -EBUSY when a session is starting, active or stopping (also a `memray run` one),
+// -E2BIG for settings that do not fit, or -errno from pthread_create.
+__attribute__((visibility("default"))) int memray_payload_start_async(const char* settings);
 }

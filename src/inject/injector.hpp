@@ -1,0 +1,56 @@
+// `memray attach` / `memray detach` behind the CLI: loads the payload into a running process and
+// starts or stops its session (docs/attach.md). The target is stopped only while one thread, taken
+// at a safe point, runs dlopen and memray_payload_start_async; the rest happens on the payload's
+// own thread while the target runs.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "inject/payload_control.hpp"
+
+namespace memray::inject {
+
+struct AttachOptions {
+    pid_t pid = 0;
+    std::string payload_path;  // libmemray-payload.so as this process sees it
+    // key=value lines for the payload (src/payload/api.hpp); output_fd_handoff is added here.
+    std::string settings;
+    int output_fd = -1;  // the open capture file, handed to the target
+    std::chrono::milliseconds timeout{5000};  // bound of every wait
+    bool verbose = false;                     // steps with timings on stderr
+    std::function<bool()> cancelled;          // SIGINT/SIGTERM: restore and throw Interrupted
+};
+
+struct AttachResult {
+    uint64_t generation = 0;  // what detach must name in stop_request
+    std::string command;      // /proc/PID/comm
+    pid_t hijacked_tid = 0;
+    bool loaded_now = false;  // false: the payload was already mapped (re-attach)
+    bool via_memfd = false;
+    double stopped_ms = 0;  // how long the hijacked thread was held
+    double active_ms = 0;   // from the start of attach() until tracking was active
+};
+
+// Throws attach::NoSuchProcess / NotPermitted / AttachError (pre-flight and ptrace),
+// AlreadyAttached, PayloadFailed (dlopen's or the payload's own error text), attach::Interrupted.
+// On any error the target is left running as it was (a payload already loaded stays loaded).
+AttachResult attach_payload(const AttachOptions& options);
+
+struct DetachResult {
+    std::string output;      // the capture path as the user gave it to attach
+    std::string error_text;  // set when tracking had stopped early (e.g. a write error)
+    double stop_ms = 0;      // from the stop request until the capture was finalized
+};
+
+// Asks the payload of `pid` to stop (no ptrace, no stall) and waits until the capture is final.
+// Throws NotAttached (no session: memray's "no previous memray attach call detected"),
+// attach::NoSuchProcess, attach::CallTimeout, attach::Interrupted.
+DetachResult detach_payload(pid_t pid, std::chrono::milliseconds timeout, bool verbose,
+                            const std::function<bool()>& cancelled = {});
+
+}  // namespace memray::inject
