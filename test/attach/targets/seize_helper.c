@@ -1,0 +1,25 @@
+// Plays "another debugger": PTRACE_SEIZEs the pid given in argv[1] (without stopping it), prints
+// "seized", and holds on until its stdin closes; then it detaches and exits.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <unistd.h>
+
+int main(int argc, char** argv) {
+    if (argc != 2) return 2;
+    pid_t pid = (pid_t)atoi(argv[1]);
+    if (ptrace(PTRACE_SEIZE, pid, 0, 0) != 0) {
+        printf("seize failed: %s\n", strerror(errno));
+        return 1;
+    }
+    printf("seized\n");
+    fflush(stdout);
+    char buf[64];
+    while (read(0, buf, sizeof buf) > 0) {
+    }
+    ptrace(PTRACE_DETACH, pid, 0, 0);
+    return 0;
+}
