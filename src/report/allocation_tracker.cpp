@@ -52,9 +52,22 @@ void AllocationTracker::on_munmap(uint64_t address, uint64_t size) {
         m_mmap_count += uint64_t(count_delta);
         NodeStats& n = node_for_update(r.node);
         n.live_bytes -= cut_end - cut_start;
-        n.live_count += uint64_t(count_delta);
+        n.live_count += uint32_t(count_delta);
         m_heap -= cut_end - cut_start;
     }
+}
+
+void AllocationTracker::grow_nodes(uint32_t id) {
+    size_t n = std::max<size_t>(size_t(id) + 1, m_nodes.size() * 2);
+    m_nodes.resize(n);
+    if (m_stack_totals) m_totals.resize(n);
+}
+
+// The 32-bit peak number wrapped (after 4 G peaks). At a new peak every saved value is stale,
+// so marking all of them as saved before peak 1 and restarting at 1 changes no result.
+void AllocationTracker::renumber_epochs() {
+    for (NodeStats& n : m_nodes) n.saved_epoch = 0;
+    m_epoch = 1;
 }
 
 std::vector<std::pair<uint64_t, uint64_t>> AllocationTracker::count_by_size() const {

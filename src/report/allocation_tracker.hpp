@@ -2,7 +2,8 @@
 // and per-stack totals (everything allocated, alive at the peak, alive at the end).
 //
 // Memory is bounded by the live allocations and the distinct stacks: per-stack numbers live in a
-// vector indexed by node id, live allocations in an open-addressing map keyed by address.
+// vector indexed by node id (32 bytes a stack, plus 16 for the totals when kept), live
+// allocations in an open-addressing map keyed by address.
 //
 // The allocations alive at the high-water mark are found in the same pass without snapshots: the
 // peak gets an epoch number, and the first time a stack's live numbers change after a peak, their
@@ -30,8 +31,11 @@ struct Amount {
 
 class AllocationTracker {
   public:
-    // `count_sizes` keeps the distinct-size histogram that `stats` needs.
-    explicit AllocationTracker(bool count_sizes = true) : m_count_sizes(count_sizes) {}
+    // `count_sizes` keeps the distinct-size histogram that `stats` needs; `stack_totals` the
+    // per-stack total() (without it total() is zero: the snapshot's many locations need only
+    // at_peak()/at_end(), and the smaller records keep more of them in the cache).
+    explicit AllocationTracker(bool count_sizes = true, bool stack_totals = true)
+        : m_count_sizes(count_sizes), m_stack_totals(stack_totals) {}
 
     inline void on_event(const format::Event& e);
     // Starts fetching the memory on_event(e) will touch: the live-map slot of the address, the
@@ -41,7 +45,10 @@ class AllocationTracker {
     // mispredicted branches, than the miss it hid.)
     __attribute__((always_inline)) void prefetch(const format::Event& e) const {
         m_live.prefetch(e.address);
-        if (e.node < m_nodes.size()) __builtin_prefetch(&m_nodes[e.node]);
+        if (e.node < m_nodes.size()) {
+            __builtin_prefetch(&m_nodes[e.node]);
+            if (m_stack_totals) __builtin_prefetch(&m_totals[e.node]);
+        }
         if (m_count_sizes && e.size >= k_dense_sizes) m_by_size.prefetch(e.size);
     }
     static constexpr size_t k_prefetch_ahead = 32;
@@ -63,7 +70,7 @@ class AllocationTracker {
     // Per-stack numbers, indexed by node id (0 = empty stack).
     size_t node_count() const { return m_nodes.size(); }
     // Allocations made with this stack over the whole capture.
-    Amount total(uint32_t id) const { return {m_nodes[id].total_count, m_nodes[id].total_bytes}; }
+    Amount total(uint32_t id) const { return id < m_totals.size() ? m_totals[id] : Amount{}; }
     Amount at_peak(uint32_t id) const {
         const NodeStats& n = m_nodes[id];
         if (m_epoch != 0 && n.saved_epoch == m_epoch) return {n.saved_count, n.saved_bytes};
@@ -83,20 +90,21 @@ class AllocationTracker {
         uint64_t end;
         uint32_t node;
     };
-    // Everything kept per stack, one cache line each: an event touches one line of a stack.
-    struct alignas(64) NodeStats {
-        uint64_t total_count = 0;  // allocations made with this stack over the whole capture
-        uint64_t total_bytes = 0;
-        uint64_t live_count = 0;  // alive now (at the end of the stream: leaks)
-        uint64_t live_bytes = 0;
-        uint64_t saved_count = 0;  // live_* at peak number saved_epoch
-        uint64_t saved_bytes = 0;
-        uint64_t saved_epoch = 0;
+    // What an event changes per stack, half a cache line each: the snapshot names many more
+    // locations than a capture has stacks, and its pass is bound by the misses on these records.
+    // Counts of live blocks fit 32 bits (each is an entry of the live map or of m_mmaps); the
+    // epoch is 32 bits too, renumbered when it would wrap (renumber_epochs).
+    struct alignas(32) NodeStats {
+        uint64_t live_bytes = 0;  // alive now (at the end of the stream: leaks)
+        uint64_t saved_bytes = 0;  // live_* at peak number saved_epoch
+        uint32_t live_count = 0;
+        uint32_t saved_count = 0;
+        uint32_t saved_epoch = 0;
     };
 
     NodeStats& node_for_update(uint32_t id) {
         if (id >= m_nodes.size()) [[unlikely]]
-            m_nodes.resize(std::max<size_t>(size_t(id) + 1, m_nodes.size() * 2));
+            grow_nodes(id);
         NodeStats& n = m_nodes[id];
         if (n.saved_epoch != m_epoch) {  // first change since the latest peak: remember it
             n.saved_count = n.live_count;
@@ -107,8 +115,11 @@ class AllocationTracker {
     }
     void acquire(uint32_t node, uint64_t bytes) {
         NodeStats& n = node_for_update(node);
-        n.total_count += 1;
-        n.total_bytes += bytes;
+        if (m_stack_totals) {
+            Amount& t = m_totals[node];  // node_for_update sized m_totals too
+            t.count += 1;
+            t.bytes += bytes;
+        }
         n.live_count += 1;
         n.live_bytes += bytes;
         m_heap += bytes;
@@ -116,7 +127,7 @@ class AllocationTracker {
     void release(uint32_t node, uint64_t bytes, uint64_t count) {
         NodeStats& n = node_for_update(node);
         n.live_bytes -= bytes;
-        n.live_count -= count;
+        n.live_count -= uint32_t(count);
         m_heap -= bytes;
     }
     // Takes the live block at `address` out of the map; false when there was none.
@@ -134,7 +145,8 @@ class AllocationTracker {
         if (m_heap >= m_peak) {
             m_peak = m_heap;
             m_peak_time_us = time_us;
-            ++m_epoch;
+            if (++m_epoch == 0) [[unlikely]]
+                renumber_epochs();
         }
     }
     __attribute__((always_inline)) void count_size(uint64_t size) {
@@ -145,19 +157,22 @@ class AllocationTracker {
     void on_mmap(const format::Event& e);
     void on_munmap(uint64_t address, uint64_t size);
     void on_reused_address(uint64_t address, const Live& old);
+    void grow_nodes(uint32_t id);
+    void renumber_epochs();
 
     // Most allocations are small: their sizes are counted in a dense array that stays in L1,
     // the rest in a map.
     static constexpr uint64_t k_dense_sizes = 4096;
 
     bool m_count_sizes;
+    bool m_stack_totals;
     uint64_t m_allocations = 0;
     uint64_t m_deallocations = 0;
     uint64_t m_total_bytes = 0;
     uint64_t m_heap = 0;
     uint64_t m_peak = 0;
     uint64_t m_peak_time_us = 0;
-    uint64_t m_epoch = 0;
+    uint32_t m_epoch = 0;  // number of the latest peak (0 = none yet)
     std::array<uint64_t, format::k_allocator_max + 1> m_by_allocator{};
     std::vector<uint64_t> m_by_small_size = std::vector<uint64_t>(k_dense_sizes);
     FlatMap<uint64_t> m_by_size;
@@ -167,6 +182,7 @@ class AllocationTracker {
     std::map<uint64_t, MmapRange> m_mmaps;
     uint64_t m_mmap_count = 0;
     std::vector<NodeStats> m_nodes = std::vector<NodeStats>(1);
+    std::vector<Amount> m_totals = std::vector<Amount>(m_stack_totals ? 1 : 0);  // by node
 };
 
 inline void AllocationTracker::on_event(const format::Event& e) {
