@@ -34,8 +34,9 @@ def main():
     work = mrtest.scratch_dir("at-ns")
     payload_dir = os.path.dirname(os.path.realpath(payload))
     # cwd /tmp (the private tmpfs): a relative path handed to the target as-is would land there.
-    script = ('mount -t tmpfs none /tmp && cp "$1" /tmp/svc && mount -t tmpfs none "$2" && '
-              'cd /tmp && exec /tmp/svc')
+    # The target binary is opened before any mount: the checkout itself may live under /tmp.
+    script = ('exec 3<"$1" && mount -t tmpfs none "$2" && mount -t tmpfs none /tmp && '
+              'cat <&3 >/tmp/svc && exec 3<&- && chmod +x /tmp/svc && cd /tmp && exec /tmp/svc')
     t = at.Target(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
                    exe, payload_dir], cwd=work)
     ready = t.expect(r"^ready ")
