@@ -8,10 +8,10 @@
 #include <string>
 
 #include "cli/html_reporter.hpp"
+#include "cli/view_options.hpp"
 #include "report/capture.hpp"
 #include "report/html_report.hpp"
 #include "report/output_path.hpp"
-#include "report/progress.hpp"
 #include "report/snapshot.hpp"
 #include "report/stack_resolver.hpp"
 
@@ -58,12 +58,8 @@ void run_html_report(const HtmlReportOptions& o, HtmlReporter which) {
         throw UsageError(e.what());
     }
 
-    report::SnapshotOptions so;
-    if (o.leaks) so.kind = report::SnapshotKind::Leaks;
-    if (o.temporary || o.temporary_threshold != 0) {
-        so.kind = report::SnapshotKind::Temporary;
-        so.temporary_threshold = o.temporary ? 1 : o.temporary_threshold;
-    }
+    report::SnapshotOptions so = view_snapshot_options(
+        o.leaks, o.temporary, o.temporary_threshold != 0 ? int64_t(o.temporary_threshold) : -1);
     so.temporal = o.temporal && which == HtmlReporter::Flamegraph;
     so.max_memory_records = o.max_memory_records;
     // MEMRAY_HTML_TIMING=1: where the time goes (reading vs building the page), for bench/.
@@ -72,12 +68,8 @@ void run_html_report(const HtmlReportOptions& o, HtmlReporter which) {
     auto seconds = [&t0] {
         return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
-    report::ProgressBar progress("Reading " + o.results);
-    so.progress = progress.callback();
-    report::Snapshot snapshot = report::build_snapshot(*reader, so);
-    progress.finish();
+    report::Snapshot snapshot = read_snapshot(*reader, so, o.results);
     double snapshot_s = seconds();
-    report::warn_if_truncated(*reader);
     report::StackResolver resolver(*reader);
 
     report::HtmlOptions ho;

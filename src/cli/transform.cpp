@@ -7,10 +7,10 @@
 #include <string>
 
 #include "cli/commands.hpp"
+#include "cli/view_options.hpp"
 #include "memray_config.h"
 #include "report/capture.hpp"
 #include "report/output_path.hpp"
-#include "report/progress.hpp"
 #include "report/snapshot.hpp"
 #include "report/stack_resolver.hpp"
 #include "report/transform.hpp"
@@ -30,11 +30,6 @@ struct TransformCliOptions {
     bool split_threads = false;
 };
 
-std::string file_name(const std::string& path) {
-    auto slash = path.rfind('/');
-    return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
 void run_transform(const TransformCliOptions& o) {
     auto fmt_kind = report::parse_transform_format(o.format);
     if (!fmt_kind) throw UsageError("Format not supported: " + o.format);
@@ -50,17 +45,8 @@ void run_transform(const TransformCliOptions& o) {
         throw UsageError(e.what());
     }
 
-    report::SnapshotOptions so;
-    if (o.leaks) so.kind = report::SnapshotKind::Leaks;
-    if (o.temporary || o.threshold >= 0) {
-        so.kind = report::SnapshotKind::Temporary;
-        so.temporary_threshold = o.threshold >= 0 ? uint64_t(o.threshold) : 1;
-    }
-    report::ProgressBar bar("Reading " + file_name(o.results));
-    so.progress = bar.callback();
-    report::Snapshot snapshot = report::build_snapshot(*reader, so);
-    bar.finish();
-    report::warn_if_truncated(*reader);
+    report::Snapshot snapshot = read_snapshot(
+        *reader, view_snapshot_options(o.leaks, o.temporary, o.threshold), o.results);
 
     report::StackResolver resolver(*reader);
     report::TransformOptions to;
@@ -89,16 +75,10 @@ void register_transform(CLI::App& app) {
     sub->add_flag("-f,--force", opts->force, "If the output file already exists, overwrite it");
     auto* leaks = sub->add_flag("--leaks", opts->leaks,
                                 "Show memory leaks, instead of peak memory usage");
-    auto* threshold = sub->add_option(
-        "--temporary-allocation-threshold", opts->threshold,
-        "Report temporary allocations: an allocation is temporary if at most N other "
-        "allocations occur (on its thread) before it is deallocated");
-    threshold->type_name("N")->check(CLI::NonNegativeNumber);
-    auto* temporary = sub->add_flag("--temporary-allocations", opts->temporary,
-                                    "Equivalent to --temporary-allocation-threshold=1");
+    auto [threshold, temporary] = add_temporary_options(sub, opts->threshold, opts->temporary);
     leaks->excludes(threshold)->excludes(temporary);
-    threshold->excludes(temporary)->excludes(leaks);
-    temporary->excludes(leaks)->excludes(threshold);
+    threshold->excludes(leaks);
+    temporary->excludes(leaks);
     sub->add_flag("--split-threads", opts->split_threads,
                   "csv: one row per thread instead of merging threads (memray merges)");
     sub->callback([opts] { run_transform(*opts); });

@@ -7,8 +7,8 @@
 #include <string>
 
 #include "cli/commands.hpp"
+#include "cli/view_options.hpp"
 #include "report/capture.hpp"
-#include "report/progress.hpp"
 #include "report/snapshot.hpp"
 #include "report/stack_resolver.hpp"
 #include "report/tree_report.hpp"
@@ -27,23 +27,14 @@ struct TreeCliOptions {
 void run_tree(const TreeCliOptions& o) {
     if (o.biggest < 1) throw UsageError("--biggest-allocs must be at least 1", 2);
     auto reader = report::open_capture(o.results);
-    report::SnapshotOptions so;
+    report::SnapshotOptions so = view_snapshot_options(false, o.temporary, o.threshold);
     report::TreeOptions to;
     to.biggest = size_t(o.biggest);
-    if (o.temporary || o.threshold >= 0) {
-        so.kind = report::SnapshotKind::Temporary;
-        so.temporary_threshold = o.threshold >= 0 ? uint64_t(o.threshold) : 1;
+    if (so.kind == report::SnapshotKind::Temporary)
         to.title = fmt::format(
             "Temporary allocations (freed after at most {} other allocations on their thread)",
             so.temporary_threshold);
-    }
-    auto slash = o.results.rfind('/');
-    report::ProgressBar bar("Reading " +
-                            (slash == std::string::npos ? o.results : o.results.substr(slash + 1)));
-    so.progress = bar.callback();
-    report::Snapshot snapshot = report::build_snapshot(*reader, so);
-    bar.finish();
-    report::warn_if_truncated(*reader);
+    report::Snapshot snapshot = read_snapshot(*reader, so, o.results);
     report::StackResolver resolver(*reader);
     to.color = isatty(1) != 0;
     std::string text = report::render_tree(snapshot, resolver, to);
@@ -60,15 +51,7 @@ void register_tree(CLI::App& app) {
     sub->add_option("-b,--biggest-allocs", opts->biggest,
                     "Show the N biggest allocations (default: 200)")
         ->type_name("N");
-    auto* threshold = sub->add_option(
-        "--temporary-allocation-threshold", opts->threshold,
-        "Report temporary allocations: an allocation is temporary if at most N other "
-        "allocations occur (on its thread) before it is deallocated");
-    threshold->type_name("N")->check(CLI::NonNegativeNumber);
-    auto* temporary = sub->add_flag("--temporary-allocations", opts->temporary,
-                                    "Equivalent to --temporary-allocation-threshold=1");
-    threshold->excludes(temporary);
-    temporary->excludes(threshold);
+    add_temporary_options(sub, opts->threshold, opts->temporary);
     sub->callback([opts] { run_tree(*opts); });
 }
 
