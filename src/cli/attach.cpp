@@ -37,7 +37,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int k_usage_exit = 2;
 constexpr std::chrono::milliseconds k_attach_timeout{5000};
 constexpr std::chrono::milliseconds k_detach_timeout{30000};
 
@@ -109,7 +108,7 @@ class OutputFile {
 void print_capture_summary(const std::string& path) {
     try {
         auto reader = report::open_capture(path);
-        report::AllocationTracker tracker(false);
+        report::AllocationTracker tracker(false, false);  // no size histogram, no per-stack totals
         report::track_capture(*reader, tracker);
         std::printf("Wrote %s: %llu allocations (%s allocated), peak memory %s\n", path.c_str(),
                     static_cast<unsigned long long>(tracker.allocations()),
@@ -123,13 +122,10 @@ void print_capture_summary(const std::string& path) {
 }
 
 void run_attach(const AttachOptions& o) {
-    auto planned = [](bool given, const char* name) {
-        if (given) throw UsageError(fmt::format("--{} is not supported yet", name), k_usage_exit);
-    };
-    planned(o.aggregate, "aggregate");
-    planned(o.follow_fork, "follow-fork");
-    planned(o.trace_python_allocators, "trace-python-allocators");
-    planned(o.compress_on_exit, "compress-on-exit");
+    reject_planned_option(o.aggregate, "aggregate");
+    reject_planned_option(o.follow_fork, "follow-fork");
+    reject_planned_option(o.trace_python_allocators, "trace-python-allocators");
+    reject_planned_option(o.compress_on_exit, "compress-on-exit");
     if (o.output.empty())
         throw UsageError("the live view is not supported yet: give -o FILE", k_usage_exit);
     if (o.duration < 0 || std::isnan(o.duration))

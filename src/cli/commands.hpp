@@ -20,6 +20,14 @@ class UsageError : public std::runtime_error {
     int m_code;
 };
 
+// Usage mistakes exit with 2 (as argparse does); problems with files and programs exit with 1.
+constexpr int k_usage_exit = 2;
+
+// An option of memray's that is accepted but not implemented yet: a usage error when given.
+inline void reject_planned_option(bool given, const char* name) {
+    if (given) throw UsageError("--" + std::string(name) + " is not supported yet", k_usage_exit);
+}
+
 // Each registers its subcommand on `app`; the callback runs the command and may throw.
 void register_run(CLI::App& app);
 void register_summary(CLI::App& app);

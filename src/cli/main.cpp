@@ -16,7 +16,8 @@ void register_planned(CLI::App& app, const char* name, const char* what) {
     auto* sub = app.add_subcommand(name, std::string(what) + " (not supported yet)");
     sub->allow_extras();
     sub->callback([name] {
-        throw memray::cli::UsageError(fmt::format("'memray {}' is not supported yet", name), 2);
+        throw memray::cli::UsageError(fmt::format("'memray {}' is not supported yet", name),
+                                      memray::cli::k_usage_exit);
     });
 }
 

@@ -37,9 +37,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Usage mistakes exit with 2 (as argparse does); problems with files and programs exit with 1.
-constexpr int k_usage_exit = 2;
-
 // Runs inside the target interpreter (3.8-3.13), compiled with the file name "<memray>" so that
 // reports can drop every frame from the root up to and including the last "<memray>" frame (the
 // one-line "<string>" stub of `python3 -c` sits below it). argv: payload, settings, mode
@@ -364,15 +361,12 @@ Target parse_target(const RunOptions& opt, std::vector<std::string> rest) {
 }
 
 void reject_planned(const RunOptions& opt) {
-    auto planned = [](bool given, const char* name) {
-        if (given) throw UsageError(fmt::format("--{} is not supported yet", name), k_usage_exit);
-    };
-    planned(opt.aggregate, "aggregate");
-    planned(opt.follow_fork, "follow-fork");
-    planned(opt.trace_python_allocators, "trace-python-allocators");
-    planned(opt.live, "live");
-    planned(opt.live_remote, "live-remote");
-    planned(opt.live_port != 0, "live-port");
+    reject_planned_option(opt.aggregate, "aggregate");
+    reject_planned_option(opt.follow_fork, "follow-fork");
+    reject_planned_option(opt.trace_python_allocators, "trace-python-allocators");
+    reject_planned_option(opt.live, "live");
+    reject_planned_option(opt.live_remote, "live-remote");
+    reject_planned_option(opt.live_port != 0, "live-port");
 }
 
 // Where the capture goes, as shown to the user (memray's default: next to the script).

@@ -27,7 +27,7 @@ void run_summary(const SummaryOptions& o) {
     if (o.sort_column < 1 || o.sort_column > 5)
         throw UsageError("The --sort-column argument must be between 1 and 5", 2);
     auto reader = report::open_capture(o.results);
-    report::AllocationTracker tracker(false);
+    report::AllocationTracker tracker(false, false);  // no size histogram, no per-stack totals
     report::track_capture(*reader, tracker);
     report::warn_if_truncated(*reader);
     report::StackResolver resolver(*reader);
