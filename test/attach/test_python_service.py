@@ -15,7 +15,7 @@ import sys
 
 import attachtest as at
 import mrtest
-from test_python_pattern import find_interpreter, oracle_lines
+from test_python_pattern import find_interpreter, use_oracle_lines
 
 
 def check_capture(c, memray, python, script, capture, k, consts, marks, tag):
@@ -25,13 +25,7 @@ def check_capture(c, memray, python, script, capture, k, consts, marks, tag):
     p, cap = mrtest.parse_capture(memray, capture)
     if not c.equal(p.returncode, 0, "%s: parse exit code" % tag) or cap is None:
         return
-    queries = []
-    for n in cap.nodes.values():
-        code = cap.codes.get(n["code"])
-        if n["kind"] == "python" and code and code["file"] == script:
-            queries.append([code["function"], code["first_line"], n["offset"]])
-    lines = oracle_lines(python, script, queries)
-    cap.line_of = lambda code, off: lines.get((code["function"], code["first_line"], off))
+    use_oracle_lines(cap, python, script)
 
     def script_stack(e):
         return [(f, l) for f, file, l in cap.python_stack(e["node"]) if file == script]

@@ -69,6 +69,17 @@ def oracle_lines(python, script, queries):
     return dict(zip(map(tuple, queries), json.loads(p.stdout)))
 
 
+def use_oracle_lines(cap, python, script):
+    """Makes cap.line_of answer, for the frames of `script`, what the interpreter itself says."""
+    queries = []
+    for n in cap.nodes.values():
+        code = cap.codes.get(n["code"])
+        if n["kind"] == "python" and code and code["file"] == script:
+            queries.append([code["function"], code["first_line"], n["offset"]])
+    lines = oracle_lines(python, script, queries)
+    cap.line_of = lambda code, off: lines.get((code["function"], code["first_line"], off))
+
+
 def script_facts(path):
     """Constants and marked line numbers, read from the script itself."""
     text = open(path).read()
@@ -127,13 +138,7 @@ def main():
     p, cap = mrtest.parse_capture(memray, capture)
     c.equal(p.returncode, 0, "parse exit code")
     if cap is not None:
-        queries = []
-        for n in cap.nodes.values():
-            code = cap.codes.get(n["code"])
-            if n["kind"] == "python" and code and code["file"] == script:
-                queries.append([code["function"], code["first_line"], n["offset"]])
-        lines = oracle_lines(python, script, queries)
-        cap.line_of = lambda code, off: lines.get((code["function"], code["first_line"], off))
+        use_oracle_lines(cap, python, script)
         big = [e for e in cap.events if e["size"] == request and e["kind"] not in ("FREE",)]
         c.equal(len(big), n_alloc, "parse: allocations of %d bytes" % request)
         c.equal(sorted({e["kind"] for e in big}), ["MALLOC"], "parse: allocator of the buffers")
