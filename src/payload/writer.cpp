@@ -49,7 +49,11 @@ char g_path[4096];
 pthread_t g_thread;
 std::atomic<bool> g_running{false};  // api thread
 std::atomic<bool> g_finish{false};
+// g_failed is published only once a failure is fully handled (tracking off, hooks restored), so
+// a thread that sees memray_payload_active() == 0 through it also sees that; g_fail_claimed lets
+// exactly one caller handle it.
 std::atomic<bool> g_failed{false};
+std::atomic<bool> g_fail_claimed{false};
 std::atomic<uint32_t> g_wake_word{0};
 
 uint8_t* g_raw = nullptr;
@@ -149,10 +153,11 @@ uint64_t ticks_to_ns(uint64_t ticks) noexcept {
 }
 
 void fail(int err) noexcept {
-    if (g_failed.exchange(true)) return;
+    if (g_fail_claimed.exchange(true)) return;
     log(LogLevel::Error, "error: cannot write %s: %s; tracking stopped", g_path, strerror(err));
     tracker_set_enabled(false);
     uninstall_hooks();
+    g_failed.store(true);
 }
 
 bool write_all(const uint8_t* p, size_t n) noexcept {
@@ -517,6 +522,7 @@ int writer_start(const WriterOptions& options, char* err, size_t err_len) noexce
     g_last_time_us = 0;
     g_object_generation = 0;
     g_failed.store(false);
+    g_fail_claimed.store(false);
     g_finish.store(false);
     g_wake_word.store(0);
 
@@ -577,7 +583,7 @@ void writer_finish() noexcept {
     g_running.store(false);
 }
 
-bool writer_failed() noexcept { return g_failed.load(std::memory_order_relaxed); }
+bool writer_failed() noexcept { return g_failed.load(std::memory_order_acquire); }
 bool writer_running() noexcept { return g_running.load(std::memory_order_relaxed); }
 
 void writer_after_fork_child() noexcept {
