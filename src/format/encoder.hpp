@@ -150,12 +150,12 @@ inline void encode_code(ByteSink& out, uint32_t code_id, const char* function, c
 }
 
 inline void encode_python_node(ByteSink& out, EncoderState& st, uint32_t id, uint32_t parent,
-                               uint32_t code_id, uint32_t offset) {
+                               uint32_t code_id, uint32_t offset, bool entry = false) {
     out.put_u8(uint8_t(Tag::Node));
     out.put_zvarint(int64_t(id) - int64_t(st.last_node_id));
     st.last_node_id = id;
     out.put_varint(parent);
-    out.put_u8(uint8_t(FrameKind::Python));
+    out.put_u8(uint8_t(entry ? FrameKind::PythonEntry : FrameKind::Python));
     out.put_varint(code_id);
     out.put_varint(offset);
 }

@@ -1,5 +1,6 @@
 #include "format/reader.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -12,6 +13,16 @@ namespace {
 // Ids are dense (the payload hands them out sequentially), so a record that jumps far ahead is
 // corruption; refusing it keeps a hostile file from making us allocate gigabytes.
 constexpr uint64_t k_max_id_jump = 1u << 20;
+
+// Identity of an object across ObjectsReset generations (each generation lists every object).
+std::string fmt_object_key(const ObjectInfo& o) {
+    std::string key(reinterpret_cast<const char*>(&o.load_bias), sizeof(o.load_bias));
+    key.push_back(char(o.build_id.size()));
+    key += o.build_id;
+    key.push_back('\0');
+    key += o.path;
+    return key;
+}
 
 // Bit k set when Allocator(k) is a deallocator (for branch-free decoding).
 constexpr uint32_t k_deallocator_bits = [] {
@@ -279,8 +290,9 @@ Reader::Item Reader::next_slow() {
                 StackNode n;
                 n.parent = uint32_t(c.varint());
                 uint8_t kind = c.u8();
-                if (kind == uint8_t(FrameKind::Python)) {
+                if (kind == uint8_t(FrameKind::Python) || kind == uint8_t(FrameKind::PythonEntry)) {
                     n.kind = FrameKind::Python;
+                    n.entry = kind == uint8_t(FrameKind::PythonEntry);
                     n.code = uint32_t(c.varint());
                     n.offset = uint32_t(c.varint());
                 } else if (kind == uint8_t(FrameKind::Native)) {
@@ -318,6 +330,14 @@ Reader::Item Reader::next_slow() {
                 }
                 if (!c.ok) corrupt("truncated object record");
                 if (m_listener) m_listener->on_object(o);
+                {
+                    std::string key = fmt_object_key(o);
+                    auto at = std::lower_bound(m_object_keys.begin(), m_object_keys.end(), key);
+                    if (at == m_object_keys.end() || *at != key) {
+                        m_object_keys.insert(at, std::move(key));
+                        m_all_objects.push_back(o);
+                    }
+                }
                 m_objects.push_back(std::move(o));
                 break;
             }

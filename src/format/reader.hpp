@@ -77,6 +77,7 @@ struct StackNode {
     uint32_t code = 0;    // python
     uint32_t offset = 0;  // python: instruction byte offset
     uint64_t ip = 0;      // native
+    bool entry = false;   // python: first frame of an eval-loop call (records.hpp, Node)
 };
 
 struct ObjectInfo {
@@ -147,6 +148,9 @@ class Reader {
     const std::vector<CodeInfo>& codes() const { return m_codes; }
     const std::vector<StackNode>& nodes() const { return m_nodes; }
     const std::vector<ObjectInfo>& objects() const { return m_objects; }
+    // Every distinct object of any generation, in order of first appearance: stacks recorded
+    // before a dlclose still name addresses in objects that are gone from objects().
+    const std::vector<ObjectInfo>& all_objects() const { return m_all_objects; }
     const std::optional<Trailer>& trailer() const { return m_trailer; }
 
     // True once the end was reached without a trailer or in the middle of a block.
@@ -227,6 +231,8 @@ class Reader {
     std::vector<CodeInfo> m_codes;
     std::vector<StackNode> m_nodes;
     std::vector<ObjectInfo> m_objects;
+    std::vector<ObjectInfo> m_all_objects;
+    std::vector<std::string> m_object_keys;  // sorted (bias, path, build-id) of m_all_objects
     std::optional<Trailer> m_trailer;
     bool m_truncated = false;
     bool m_done = false;

@@ -104,8 +104,12 @@ enum class Tag : uint8_t {
     // bytes line table (co_lnotab / co_linetable copied verbatim).
     Code = 0x04,
     // zvarint node id delta (from previous Node of this block), varint parent node id (0 = root),
-    // u8 frame kind (0 python, 1 native), then python: varint code id, varint instruction byte
-    // offset; native: varint instruction pointer (return address as captured).
+    // u8 frame kind (0 python, 1 native, 2 python entry), then python: varint code id, varint
+    // instruction byte offset; native: varint instruction pointer (return address as captured).
+    // "Python entry" marks the outermost Python frame run by one call of the interpreter's eval
+    // loop (_PyEval_EvalFrameDefault): 3.11+ runs Python-to-Python calls inside one such call,
+    // so hybrid stacks need it to put Python frames in place of the right eval-loop frames.
+    // Writers for 3.8-3.10, where every frame has its own eval-loop call, mark every frame.
     // A node is one frame in the stack tree; an event's stack is the path from its node to the
     // root, innermost first. With native frames, a stack is [python frames outer..inner] followed
     // by [native frames outer..inner] on the same path.
@@ -135,6 +139,7 @@ constexpr bool is_event_tag(uint8_t tag) {
     return tag > k_event_tag_base && tag <= k_event_tag_base + k_allocator_max;
 }
 
-enum class FrameKind : uint8_t { Python = 0, Native = 1 };
+// PythonEntry is only a record value: readers give StackNode{kind Python, entry true}.
+enum class FrameKind : uint8_t { Python = 0, Native = 1, PythonEntry = 2 };
 
 }  // namespace memray::format

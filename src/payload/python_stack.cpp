@@ -292,6 +292,12 @@ size_t python_walk(PyFrameRef* out, size_t max) noexcept {
     }
 
     size_t n = 0;
+    // Entry frames (format/records.hpp, Node): 3.8-3.10 run every frame in its own eval-loop
+    // call; 3.11 flags the frame (is_entry, the byte before owner); 3.12+ put a shim frame owned
+    // by the C stack just outside it. `last_kept`: the previous frame of the chain was stored
+    // as out[n - 1], so a shim found now marks it.
+    const bool every_entry = l.model == Model::FrameObject;
+    bool last_kept = false;
     // Shim and incomplete frames are skipped, so allow some slack over `max`; the bound also
     // stops a corrupted (cyclic) chain.
     size_t steps_left = 2 * max + 64;
@@ -299,12 +305,19 @@ size_t python_walk(PyFrameRef* out, size_t max) noexcept {
          frame = load_ptr(frame, l.fr_back), --steps_left) {
         if (!plausible(frame)) break;
         uint8_t owner = 0;
+        bool entry = every_entry;
         if (l.model != Model::FrameObject) {
             owner = load<uint8_t>(frame, l.fr_owner);
             uint8_t max_owner = l.version >= 0x030c ? k_owned_by_cstack : k_owned_by_cstack - 1;
             if (owner > max_owner) break;
-            if (owner == k_owned_by_cstack) continue;
+            if (owner == k_owned_by_cstack) {
+                if (last_kept) out[n - 1].entry = true;
+                last_kept = false;
+                continue;
+            }
+            if (l.version == 0x030b) entry = load<uint8_t>(frame, l.fr_owner - 1) != 0;
         }
+        last_kept = false;
         const void* code = load_ptr(frame, l.fr_code);
         if (!has_type(code, g_code_type)) break;
 
@@ -325,7 +338,8 @@ size_t python_walk(PyFrameRef* out, size_t max) noexcept {
             if (units > size_units) break;
             if (units > 0) offset = uint32_t(units * 2);
         }
-        out[n++] = PyFrameRef{code, offset};
+        out[n++] = PyFrameRef{code, offset, entry};
+        last_kept = true;
     }
     return n;
 }

@@ -10,6 +10,7 @@ namespace memray::payload {
 struct PyFrameRef {
     const void* code;  // PyCodeObject*
     uint32_t offset;   // byte offset of the current instruction, as PyCode_Addr2Line expects
+    bool entry;        // first frame of its eval-loop call (format/records.hpp, Node)
 };
 
 // Detects a CPython 3.8-3.13 in this process (symbols looked up at runtime) and selects the

@@ -18,7 +18,8 @@ void writer_wake() noexcept;  // writer.cpp
 namespace {
 
 constexpr uint32_t k_native_bit = 1u << 31;  // in NodeSlot::parent_kind
-constexpr uint32_t k_max_node_id = (1u << 31) - 1;
+constexpr uint32_t k_entry_bit = 1u << 30;   // in NodeSlot::parent_kind: python entry frame
+constexpr uint32_t k_max_node_id = (1u << 30) - 1;
 constexpr size_t k_initial_node_slots = 1u << 16;
 constexpr size_t k_initial_code_slots = 1u << 12;
 constexpr size_t k_channel_bytes = size_t(256) << 20;  // reserved, touched as used
@@ -294,11 +295,12 @@ uint32_t intern_frame(uint32_t parent, const StackFrame& frame) noexcept {
     uint32_t parent_kind;
     uint64_t value;
     uint32_t code_id = 0;
-    if (frame.kind == uint32_t(format::FrameKind::Python)) {
+    if (frame.kind != uint32_t(format::FrameKind::Native)) {
         code_id = intern_code(reinterpret_cast<const void*>(uintptr_t(frame.value)),
                               frame.fingerprint);
         if (!code_id) return 0;
-        parent_kind = parent;
+        parent_kind =
+            frame.kind == uint32_t(format::FrameKind::PythonEntry) ? parent | k_entry_bit : parent;
         value = uint64_t(code_id) | (uint64_t(frame.offset) << 32);
     } else {
         parent_kind = parent | k_native_bit;

@@ -202,7 +202,8 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
             f.value = uint64_t(uintptr_t(s->py_frames[i].code));
             f.fingerprint = python_code_fingerprint(s->py_frames[i].code);
             f.offset = s->py_frames[i].offset;
-            f.kind = uint32_t(format::FrameKind::Python);
+            f.kind = uint32_t(s->py_frames[i].entry ? format::FrameKind::PythonEntry
+                                                    : format::FrameKind::Python);
         }
     }
     if (g_native) {

@@ -326,9 +326,9 @@ void emit_metadata() noexcept {
     while ((p = metadata_next(p, end, kind, node, code, code_len))) {
         if (kind == MetaKind::Node) {
             emit([&] {
-                if (node.kind == FrameKind::Python)
+                if (node.kind != FrameKind::Native)
                     encode_python_node(g_sink, g_state, node.id, node.parent, node.code_id,
-                                       node.offset);
+                                       node.offset, node.kind == FrameKind::PythonEntry);
                 else encode_native_node(g_sink, g_state, node.id, node.parent, node.ip);
             });
         } else {

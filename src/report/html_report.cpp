@@ -117,14 +117,6 @@ class Json {
 
 // ---- call tree ----------------------------------------------------------------------------
 
-struct FrameKeyHash {
-    size_t operator()(const Frame& f) const {
-        size_t h = std::hash<std::string>()(f.function);
-        h ^= std::hash<std::string>()(f.file) + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
-        return h ^ (size_t(f.line) * 0x100000001b3ull) ^ size_t(f.native);
-    }
-};
-
 // The full (unmerged) call tree over resolved frames, built from reader node ids.
 class TreeBuilder {
   public:
@@ -140,7 +132,9 @@ class TreeBuilder {
 
     // Tree node of the stack ending at reader node `n`, the same frames as resolver.stack(n).
     uint32_t node_for(uint32_t n) {
-        if (m_slow) return slow_node_for(n);
+        // Native frames expand to several (inlined) frames and hybrid stacks interleave the
+        // kinds: resolve those through the resolver, whose per-node results are cached.
+        if (m_slow || m_resolver.has_native()) return slow_node_for(n);
         uint32_t t = py_node(n);
         if (t == 0) t = native_node(n);
         // The memoised walk below mirrors StackResolver::stack()'s choice of frames. Check it
@@ -234,9 +228,14 @@ class TreeBuilder {
         return valid(n) ? m_nat[n] : 0;
     }
     uint32_t slow_node_for(uint32_t n) {
-        std::vector<Frame> st = m_resolver.stack(n);
+        m_resolver.stack_ids(n, m_ids);
         uint32_t t = 0;
-        for (size_t i = st.size(); i-- > 0;) t = child(t, intern(st[i]));
+        for (size_t i = m_ids.size(); i-- > 0;) {
+            uint32_t id = m_ids[i];
+            if (id >= m_from_resolver.size()) m_from_resolver.resize(id + 1, 0);
+            if (m_from_resolver[id] == 0) m_from_resolver[id] = intern(m_resolver.frame_at(id)) + 1;
+            t = child(t, m_from_resolver[id] - 1);
+        }
         return t;
     }
 
@@ -247,7 +246,9 @@ class TreeBuilder {
     std::vector<uint32_t> m_frame_of;  // reader node -> frame index + 1
     std::vector<uint32_t> m_py, m_nat;
     std::vector<uint32_t> m_path;
-    std::unordered_map<Frame, uint32_t, FrameKeyHash> m_frame_ids;
+    std::vector<uint32_t> m_ids;
+    std::vector<uint32_t> m_from_resolver;  // resolver frame id -> frame index + 1
+    std::unordered_map<Frame, uint32_t, FrameHash> m_frame_ids;
     FlatMap<uint32_t> m_children;  // (parent, frame) -> node
     size_t m_checked = 0;
     bool m_slow = false;
@@ -261,7 +262,7 @@ uint32_t frame_flags(const Frame& f) {
     uint32_t flags = f.native ? k_frame_native : 0;
     if (f.native) {
         std::string_view fn = f.function;
-        std::string_view object = basename_of(f.file);
+        std::string_view object = basename_of(f.object.empty() ? f.file : f.object);
         bool c_api = starts_with(fn, "_Py") ||
                      (starts_with(fn, "Py") && fn.size() > 2 && (std::isupper(uint8_t(fn[2])) ||
                                                                  fn[2] == '_'));
@@ -631,7 +632,7 @@ std::string render_table_html(const Snapshot& snapshot, const StackResolver& res
                               const format::Reader& reader, const HtmlOptions& options) {
     // Rows by (thread or all, allocator, innermost frame), as memray's table.
     std::vector<Frame> frames;
-    std::unordered_map<Frame, uint32_t, FrameKeyHash> frame_ids;
+    std::unordered_map<Frame, uint32_t, FrameHash> frame_ids;
     std::unordered_map<uint32_t, uint32_t> top_of;  // reader node -> frame index
     auto top = [&](uint32_t node) {
         auto it = top_of.find(node);

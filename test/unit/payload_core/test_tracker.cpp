@@ -236,13 +236,13 @@ TEST_CASE("python frames come first, then native frames, on one path") {
     for (const char* extra : {"native=0\n", "native=1\n"}) {
         std::string out = temp_path("python");
         REQUIRE(memray_payload_start(settings_for(out, extra).c_str()) == 0);
-        stubs::fake_frames[0] = payload::PyFrameRef{&inner, 42};  // innermost first
-        stubs::fake_frames[1] = payload::PyFrameRef{&outer, 6};
+        stubs::fake_frames[0] = payload::PyFrameRef{&inner, 42, false};  // innermost first
+        stubs::fake_frames[1] = payload::PyFrameRef{&outer, 6, false};
         stubs::fake_depth = 2;
         static char buffer[32];
         record_here(buffer, 32);
         stubs::fake_depth = 1;
-        stubs::fake_frames[0] = payload::PyFrameRef{&outer, 8};
+        stubs::fake_frames[0] = payload::PyFrameRef{&outer, 8, false};
         record_here(buffer + 1, 16);
         stubs::fake_depth = 0;
         REQUIRE(memray_payload_stop() == 0);

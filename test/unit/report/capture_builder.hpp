@@ -46,9 +46,10 @@ class CaptureBuilder {
         ++m_codes;
         after_record();
     }
-    void python_node(uint32_t id, uint32_t parent, uint32_t code, uint32_t offset = 0) {
+    void python_node(uint32_t id, uint32_t parent, uint32_t code, uint32_t offset = 0,
+                     bool entry = false) {
         open_block();
-        format::encode_python_node(m_sink, m_state, id, parent, code, offset);
+        format::encode_python_node(m_sink, m_state, id, parent, code, offset, entry);
         ++m_nodes;
         after_record();
     }

@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <ctime>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -242,9 +243,15 @@ TEST_CASE("stacks: python frames with lines, bootstrap dropped, native as module
     report::StackResolver res(r);
     auto s = res.stack(2);
     REQUIRE(s.size() == 1);
-    CHECK(s[0] == report::Frame{"work", "/src/w.py", 42, false});
-    // Python frames win over native ones until hybrid stacks land.
-    CHECK(res.stack(3).size() == 1);
+    CHECK(s[0] == report::Frame{"work", "/src/w.py", 42, false, ""});
+    // Without a symbolizer no eval-loop frame is known: the Python frames go outside the
+    // native ones, the bootstrap still dropped.
+    auto hybrid = res.stack(3);
+    REQUIRE(hybrid.size() == 2);
+    CHECK(hybrid[0].function == "libfoo.so+0x1234");
+    CHECK(hybrid[0].native);
+    CHECK(hybrid[0].object == "/usr/lib/libfoo.so");
+    CHECK(hybrid[1].function == "work");
     CHECK(res.frame(3).function == "libfoo.so+0x1234");
     CHECK(res.frame(3).file == "/usr/lib/libfoo.so");
     auto native = res.stack(4);
@@ -254,8 +261,115 @@ TEST_CASE("stacks: python frames with lines, bootstrap dropped, native as module
     CHECK(res.stack(0).empty());
     report::Frame top;
     CHECK(res.top_frame(3, top));
+    CHECK(top.function == "libfoo.so+0x1234");
+    CHECK(res.top_frame(2, top));
     CHECK(top.function == "work");
     CHECK_FALSE(res.top_frame(1, top));  // bootstrap only
+    std::remove(path.c_str());
+}
+
+namespace {
+
+// Names native addresses from a table, as a real symbolizer would from debug info.
+class TableSymbolizer : public report::Symbolizer {
+  public:
+    std::map<uint64_t, std::vector<report::SourceFrame>> names;
+    const std::vector<report::SourceFrame>& symbolize(const format::ObjectInfo&, uint32_t,
+                                                      uint64_t ip) override {
+        auto it = names.find(ip);
+        return it == names.end() ? m_none : it->second;
+    }
+
+  private:
+    std::vector<report::SourceFrame> m_none;
+};
+
+std::vector<std::string> functions(const std::vector<report::Frame>& frames) {
+    std::vector<std::string> out;
+    for (const auto& f : frames) out.push_back(f.function);
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("hybrid stacks: Python frames replace the eval-loop frames they ran in") {
+    std::string path = temp_path("hybrid.bin");
+    {
+        format::HeaderFields h = python_header();
+        h.flags = format::k_flag_native;
+        CaptureBuilder b(path, h);
+        b.objects_reset(1);
+        b.object(0x400000, "", {{0x0, 0x1000}});
+        b.object(0x7f0000000000, "/ext/ext.so", {{0x1000, 0x1000}});
+        b.code(1, "outer_fn", "/app/a.py", 10);
+        b.code(2, "mid_fn", "/app/a.py", 20);
+        b.code(3, "inner_fn", "/app/a.py", 30);
+        b.code(4, "<module>", "<memray>", 1);
+        b.code(5, "<module>", "/app/main.py", 1);
+        // 3.11 style: outer_fn called mid_fn inside one eval-loop call; inner_fn was entered
+        // from C (PyObject_Call) in a second one.
+        b.python_node(1, 0, 1, 0, true);
+        b.python_node(2, 1, 2, 0, false);
+        b.python_node(3, 2, 3, 0, true);
+        b.native_node(4, 3, 0x400100);         // main
+        b.native_node(5, 4, 0x400200);         // eval loop
+        b.native_node(6, 5, 0x400300);         // PyObject_Call
+        b.native_node(7, 6, 0x400210);         // eval loop (.cold part)
+        b.native_node(8, 7, 0x7f0000001100);   // ext_alloc with an inlined helper
+        // `memray run`: the bootstrap's frame, then the user's, one eval call each.
+        b.python_node(10, 0, 4, 0, true);
+        b.python_node(11, 10, 5, 0, true);
+        b.python_node(12, 11, 3, 0, true);
+        b.native_node(13, 12, 0x400100);       // main
+        b.native_node(14, 13, 0x400200);       // eval: bootstrap
+        b.native_node(15, 14, 0x400400);       // builtin_exec
+        b.native_node(16, 15, 0x400200);       // eval: <module>
+        b.native_node(17, 16, 0x400210);       // eval: inner_fn
+        b.native_node(18, 17, 0x7f0000001100);
+        // No entry marks: one frame per eval-loop call.
+        b.python_node(20, 0, 1);
+        b.python_node(21, 20, 2);
+        b.native_node(22, 21, 0x400200);
+        b.native_node(23, 22, 0x400200);
+        b.native_node(24, 23, 0x7f0000001100);
+        b.finish(1);
+    }
+    format::Reader r(path);
+    while (r.next() != format::Reader::Item::End) {
+    }
+    TableSymbolizer sym;
+    sym.names[0x400100] = {{"main", "main.c", 5}};
+    sym.names[0x400200] = {{"_PyEval_EvalFrameDefault", "ceval.c", 100}};
+    sym.names[0x400210] = {{"_PyEval_EvalFrameDefault.cold", "", 0}};
+    sym.names[0x400300] = {{"PyObject_Call", "call.c", 7}};
+    sym.names[0x400400] = {{"builtin_exec", "bltin.c", 9}};
+    sym.names[0x7f0000001100] = {{"helper", "ext.c", 3}, {"ext_alloc", "ext.c", 12}};
+    report::StackResolver res(r, &sym);
+    CHECK(res.has_native());
+
+    auto s = res.stack(8);
+    CHECK(functions(s) == std::vector<std::string>{"helper", "ext_alloc", "inner_fn",
+                                                   "PyObject_Call", "mid_fn", "outer_fn", "main"});
+    CHECK(s[0] == report::Frame{"helper", "ext.c", 3, true, "/ext/ext.so"});
+    CHECK(s[1].line == 12);
+    CHECK(s[6].object == "/usr/bin/python3");  // the executable's empty path named from the header
+    CHECK_FALSE(s[2].native);
+    report::Frame top;
+    CHECK(res.top_frame(8, top));
+    CHECK(top.function == "helper");
+
+    // Under `memray run` the stack starts at the user's outermost frame.
+    CHECK(functions(res.stack(18)) ==
+          std::vector<std::string>{"helper", "ext_alloc", "inner_fn", "<module>"});
+    CHECK(functions(res.stack(24)) ==
+          std::vector<std::string>{"helper", "ext_alloc", "mid_fn", "outer_fn"});
+
+    // The same capture without a symbolizer: Python frames outside the native ones.
+    report::StackResolver plain(r);
+    CHECK(functions(plain.stack(8)) ==
+          std::vector<std::string>{"ext.so+0x1100", "python3+0x210", "python3+0x300",
+                                   "python3+0x200", "python3+0x100", "inner_fn", "mid_fn",
+                                   "outer_fn"});
     std::remove(path.c_str());
 }
 
