@@ -31,6 +31,7 @@ struct HtmlReportOptions {
     bool inverted = false;
     size_t max_memory_records = 10000;
     bool no_web = false;
+    report::SymbolizerOptions symbols;
 };
 
 const char* reporter_name(HtmlReporter which) {
@@ -70,7 +71,8 @@ void run_html_report(const HtmlReportOptions& o, HtmlReporter which) {
     };
     report::Snapshot snapshot = read_snapshot(*reader, so, o.results);
     double snapshot_s = seconds();
-    report::StackResolver resolver(*reader);
+    ReportStacks stacks(*reader, o.symbols);
+    const report::StackResolver& resolver = stacks.resolver();
 
     report::HtmlOptions ho;
     ho.split_threads = o.split_threads;
@@ -80,6 +82,7 @@ void run_html_report(const HtmlReportOptions& o, HtmlReporter which) {
     std::string html = which == HtmlReporter::Table
                            ? report::render_table_html(snapshot, resolver, *reader, ho)
                            : report::render_flamegraph_html(snapshot, resolver, *reader, ho);
+    stacks.print_warnings();
     if (timing)
         std::fprintf(stderr, "timing: snapshot %.3f s (%zu locations, %zu intervals), page %.3f s "
                      "(%zu bytes)\n", snapshot_s, snapshot.locations.size(),
@@ -98,6 +101,7 @@ void register_html_reporter(CLI::App& app, HtmlReporter which) {
         table ? "Generate an HTML table with all records in the peak memory usage"
               : "Generate an HTML flame graph for peak memory usage");
     sub->add_option("results", opts->results, "Results of the tracker run")->required();
+    add_symbol_options(sub, opts->symbols);
     sub->add_option("-o,--output", opts->output, "Output file name");
     sub->add_flag("-f,--force", opts->force, "If the output file already exists, overwrite it");
     auto* leaks = sub->add_flag("--leaks", opts->leaks,

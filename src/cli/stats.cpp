@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "cli/commands.hpp"
+#include "cli/view_options.hpp"
 #include "report/allocation_tracker.hpp"
 #include "report/capture.hpp"
 #include "report/stack_resolver.hpp"
@@ -24,6 +25,7 @@ struct StatsOptions {
     bool json = false;
     std::string output;
     bool force = false;
+    report::SymbolizerOptions symbols;
 };
 
 bool path_exists(const std::string& path) {
@@ -54,9 +56,11 @@ void run_stats(const StatsOptions& o) {
     report::AllocationTracker tracker(true);
     report::track_capture(*reader, tracker);
     report::warn_if_truncated(*reader);
-    report::StackResolver resolver(*reader);
+    ReportStacks stacks(*reader, o.symbols);
+    const report::StackResolver& resolver = stacks.resolver();
     report::Stats stats =
         report::compute_stats(*reader, tracker, resolver, size_t(o.num_largest));
+    stacks.print_warnings();
     if (o.json) {
         std::ofstream out(json_path, std::ios::binary | std::ios::trunc);
         if (!out) throw UsageError("cannot write " + json_path);
@@ -77,6 +81,7 @@ void register_stats(CLI::App& app) {
     auto* sub = app.add_subcommand("stats",
                                    "Generate high level stats of the memory usage in the terminal");
     sub->add_option("results", opts->results, "Results of the tracker run")->required();
+    add_symbol_options(sub, opts->symbols);
     sub->add_option("-n,--num-largest", opts->num_largest,
                     "Displays the top 'n' largest allocating functions. Default is 5")
         ->check(CLI::Validator(

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cli/commands.hpp"
+#include "cli/view_options.hpp"
 #include "report/allocation_tracker.hpp"
 #include "report/capture.hpp"
 #include "report/stack_resolver.hpp"
@@ -21,6 +22,7 @@ struct SummaryOptions {
     std::string results;
     int sort_column = 1;
     int max_rows = 0;
+    report::SymbolizerOptions symbols;
 };
 
 void run_summary(const SummaryOptions& o) {
@@ -30,8 +32,10 @@ void run_summary(const SummaryOptions& o) {
     report::AllocationTracker tracker(false, false);  // no size histogram, no per-stack totals
     report::track_capture(*reader, tracker);
     report::warn_if_truncated(*reader);
-    report::StackResolver resolver(*reader);
+    ReportStacks stacks(*reader, o.symbols);
+    const report::StackResolver& resolver = stacks.resolver();
     report::Summary summary = report::compute_summary(tracker, resolver, report::SummaryView::Peak);
+    stacks.print_warnings();
 
     report::TableStyle style;
     size_t lines = 24;  // memray's default when the size is unknown
@@ -57,6 +61,7 @@ void register_summary(CLI::App& app) {
         "summary", "Generate a terminal-based summary report of the functions that allocate most "
                    "memory");
     sub->add_option("results", opts->results, "Results of the tracker run")->required();
+    add_symbol_options(sub, opts->symbols);
     sub->add_option("-s,--sort-column", opts->sort_column, "Column number to sort on (1-5)");
     sub->add_option("-r,--max-rows", opts->max_rows, "Maximum number of rows to display");
     sub->callback([opts] { run_summary(*opts); });

@@ -28,6 +28,7 @@ struct TransformCliOptions {
     int64_t threshold = -1;  // >= 0: temporary allocations
     bool temporary = false;
     bool split_threads = false;
+    report::SymbolizerOptions symbols;
 };
 
 void run_transform(const TransformCliOptions& o) {
@@ -48,12 +49,14 @@ void run_transform(const TransformCliOptions& o) {
     report::Snapshot snapshot = read_snapshot(
         *reader, view_snapshot_options(o.leaks, o.temporary, o.threshold), o.results);
 
-    report::StackResolver resolver(*reader);
+    ReportStacks stacks(*reader, o.symbols);
+    const report::StackResolver& resolver = stacks.resolver();
     report::TransformOptions to;
     to.split_threads = o.split_threads;
     to.exporter = std::string("memray@") + MEMRAY_VERSION;
     report::write_output_file(
         out, report::render_transform(*fmt_kind, snapshot, resolver, reader->header(), to));
+    stacks.print_warnings();
     std::printf("Wrote %s\n", out.c_str());
     if (*fmt_kind == report::TransformFormat::Gprof2dot) {
         std::printf("\nTo generate a graph from the transform file, run for example:\n");
@@ -71,6 +74,7 @@ void register_transform(CLI::App& app) {
                     "speedscope, pprof")
         ->required();
     sub->add_option("results", opts->results, "Results of the tracker run")->required();
+    add_symbol_options(sub, opts->symbols);
     sub->add_option("-o,--output", opts->output, "Output file name");
     sub->add_flag("-f,--force", opts->force, "If the output file already exists, overwrite it");
     auto* leaks = sub->add_flag("--leaks", opts->leaks,

@@ -22,6 +22,7 @@ struct TreeCliOptions {
     int biggest = 200;
     int64_t threshold = -1;
     bool temporary = false;
+    report::SymbolizerOptions symbols;
 };
 
 void run_tree(const TreeCliOptions& o) {
@@ -35,9 +36,11 @@ void run_tree(const TreeCliOptions& o) {
             "Temporary allocations (freed after at most {} other allocations on their thread)",
             so.temporary_threshold);
     report::Snapshot snapshot = read_snapshot(*reader, so, o.results);
-    report::StackResolver resolver(*reader);
+    ReportStacks stacks(*reader, o.symbols);
+    const report::StackResolver& resolver = stacks.resolver();
     to.color = isatty(1) != 0;
     std::string text = report::render_tree(snapshot, resolver, to);
+    stacks.print_warnings();
     std::fwrite(text.data(), 1, text.size(), stdout);
 }
 
@@ -48,6 +51,7 @@ void register_tree(CLI::App& app) {
     auto* sub = app.add_subcommand(
         "tree", "Generate a tree view in the terminal for peak memory usage");
     sub->add_option("results", opts->results, "Results of the tracker run")->required();
+    add_symbol_options(sub, opts->symbols);
     sub->add_option("-b,--biggest-allocs", opts->biggest,
                     "Show the N biggest allocations (default: 200)")
         ->type_name("N");

@@ -1,5 +1,7 @@
 #include "cli/view_options.hpp"
 
+#include <cstdio>
+
 #include "report/capture.hpp"
 #include "report/progress.hpp"
 
@@ -40,6 +42,28 @@ report::Snapshot read_snapshot(format::Reader& reader, report::SnapshotOptions o
     bar.finish();
     report::warn_if_truncated(reader);
     return snapshot;
+}
+
+void add_symbol_options(CLI::App* sub, report::SymbolizerOptions& options) {
+    sub->add_option("--debug-dir", options.debug_dirs,
+                    "Directory with copies of the capture's binaries or their debug files "
+                    "(by file name, by full path below DIR, or in DIR/.build-id/); repeatable")
+        ->type_name("DIR")
+        ->allow_extra_args(false)
+        ->check(CLI::ExistingDirectory);
+    sub->add_option("--sysroot", options.sysroot,
+                    "Look up the capture's binaries below DIR first (a copy of the capturing "
+                    "machine's file system)")
+        ->type_name("DIR")
+        ->check(CLI::ExistingDirectory);
+}
+
+ReportStacks::ReportStacks(const format::Reader& reader, const report::SymbolizerOptions& options)
+    : m_symbolizer(options), m_resolver(reader, &m_symbolizer) {}
+
+void ReportStacks::print_warnings() {
+    for (const std::string& w : m_symbolizer.take_warnings())
+        std::fprintf(stderr, "memray: warning: %s\n", w.c_str());
 }
 
 }  // namespace memray::cli
