@@ -52,8 +52,8 @@ class ParsePrinter final : public format::RecordListener {
     }
     void on_node(uint32_t id, const format::StackNode& n) override {
         if (n.kind == format::FrameKind::Python)
-            line(fmt::format("NODE id={} parent={} kind=python code={} offset={}", id, n.parent,
-                             n.code, n.offset));
+            line(fmt::format("NODE id={} parent={} kind=python code={} offset={}{}", id, n.parent,
+                             n.code, n.offset, n.entry ? " entry=1" : ""));
         else
             line(fmt::format("NODE id={} parent={} kind=native ip=0x{:x}", id, n.parent, n.ip));
     }
