@@ -29,6 +29,8 @@ PACKAGES=(
     zlib1g-dev protobuf-compiler
     # flamegraph/table tests open the pages in headless Chromium.
     chromium
+    # --native tests build a small C extension module for Debian's python3 (Python.h).
+    python3-dev
 )
 # The HTML reports bundle npm packages at build time: node and npm, from Debian when the machine
 # has no node of its own.
