@@ -285,26 +285,28 @@ struct Symbolizer::Impl {
         return unique;
     }
 
-    // Opens `path` if it is an object file usable for `o`; warns about a build-id mismatch.
+    // Opens `path` if it is an object file usable for `o`; says why not in `problems` (a
+    // build-id mismatch, an unreadable file).
     std::optional<object::OwningBinary<object::ObjectFile>> open_checked(
-        const format::ObjectInfo& o, const std::string& path) {
+        const format::ObjectInfo& o, const std::string& path, std::vector<std::string>& problems) {
         if (!is_regular_file(path)) return {};
         auto file = object::ObjectFile::createObjectFile(path);
         if (!file) {
-            warn(fmt::format("{}: cannot read {}: {}; not used", o.path, path,
+            problems.push_back(fmt::format("{}: cannot read {}: {}; not used", o.path, path,
                              llvm::toString(file.takeError())));
             return {};
         }
         if (!o.build_id.empty()) {
             std::optional<std::string> id = build_id_of(*file->getBinary());
             if (!id) {
-                warn(fmt::format(
+                problems.push_back(fmt::format(
                     "{}: {} has no build-id to check against the capture's {}; not used", o.path,
                     path, to_hex(o.build_id)));
                 return {};
             }
             if (*id != o.build_id) {
-                warn(fmt::format("{}: build-id {} of the capture does not match {} ({}); not used",
+                problems.push_back(fmt::format(
+                    "{}: build-id {} of the capture does not match {} ({}); not used",
                                  o.path, to_hex(o.build_id), path, to_hex(*id)));
                 return {};
             }
@@ -364,16 +366,21 @@ struct Symbolizer::Impl {
         if (!inserted) return st;
         st.display = o.path;
         if (is_fileless(o.path)) return st;
+        // A stale file at one place (say, a rebuilt binary at the original path) does not matter
+        // once a matching one was found elsewhere: the problems are told only when none was.
+        std::vector<std::string> problems;
         for (const auto& path : candidates(o)) {
-            auto opened = open_checked(o, path);
+            auto opened = open_checked(o, path, problems);
             if (!opened) continue;
             st.file = path;
             st.binary = std::move(*opened);
             break;
         }
         if (st.file.empty()) {
-            warn(fmt::format("{}: not found (give --debug-dir or --sysroot); shown as {}+0x...",
-                             o.path, basename_of(o.path)));
+            for (auto& p : problems) warn(std::move(p));
+            if (problems.empty())
+                warn(fmt::format("{}: not found (give --debug-dir or --sysroot); shown as {}+0x...",
+                                 o.path, basename_of(o.path)));
             return st;
         }
         st.module = st.file;

@@ -264,6 +264,7 @@ TEST_CASE("a different build in --debug-dir: mismatch warning, never used") {
         CHECK(w.find(f.exe_hex_id) != std::string::npos);
     }
     CHECK(mismatches == 1);
+    CHECK(warnings.size() == 1);  // no "not found" on top: a file was found, just not this build
     // Each problem is told once.
     CHECK(s.symbolize(moved, 1, f.exe_return + 1).empty());
     CHECK(s.take_warnings().empty());
@@ -274,6 +275,18 @@ TEST_CASE("a different build in --debug-dir: mismatch warning, never used") {
     Symbolizer t(SymbolizerOptions{{dir.path.string()}, ""});
     t.symbolize(no_id, 1, f.exe_return);
     CHECK(t.file_for(no_id, 1) == other);
+}
+
+TEST_CASE("a stale build first in the search order, the right one later: used, no warning") {
+    const Fixture& f = fixture();
+    const ObjectInfo moved = moved_away(f.exe);
+    TempDir stale, good;
+    stale.put(env("SYMFIX_OTHER"), basename_of(f.exe.path));
+    const std::string copy = good.put(f.exe.path, basename_of(f.exe.path));
+    Symbolizer s(SymbolizerOptions{{stale.path.string(), good.path.string()}, ""});
+    check_exe_frames(s.symbolize(moved, 1, f.exe_return));
+    CHECK(s.file_for(moved, 1) == copy);
+    CHECK(s.take_warnings().empty());
 }
 
 TEST_CASE("not found: one warning per object; vdso: nothing") {
