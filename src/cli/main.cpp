@@ -42,7 +42,8 @@ int main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+        // --help and --version exit 0; every command-line mistake exits 2, as memray's argparse.
+        return app.exit(e) == 0 ? 0 : memray::cli::k_usage_exit;
     } catch (const memray::cli::UsageError& e) {
         std::fprintf(stderr, "memray: error: %s\n", e.what());
         return e.code();

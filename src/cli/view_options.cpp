@@ -56,10 +56,14 @@ void add_symbol_options(CLI::App* sub, report::SymbolizerOptions& options) {
                     "machine's file system)")
         ->type_name("DIR")
         ->check(CLI::ExistingDirectory);
+    auto* none = sub->add_flag("--no-symbolize", [&options](int64_t) { options.enabled = false; },
+                               "Show native frames as module+0xoffset without reading any binary "
+                               "or debug file");
+    none->excludes(sub->get_option("--debug-dir"))->excludes(sub->get_option("--sysroot"));
 }
 
 ReportStacks::ReportStacks(const format::Reader& reader, const report::SymbolizerOptions& options)
-    : m_symbolizer(options), m_resolver(reader, &m_symbolizer) {}
+    : m_symbolizer(options), m_resolver(reader, options.enabled ? &m_symbolizer : nullptr) {}
 
 void ReportStacks::print_warnings() {
     for (const std::string& w : m_symbolizer.take_warnings())

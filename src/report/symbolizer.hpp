@@ -20,6 +20,9 @@ struct SymbolizerOptions {
     std::vector<std::string> debug_dirs;
     // --sysroot: the capture's absolute object paths are looked up below it first.
     std::string sysroot;
+    // --no-symbolize: the reporters read no binary; native frames stay `module+0xoffset` (and
+    // hybrid stacks cannot find the eval loop). Reproducible output, whatever is installed.
+    bool enabled = true;
 };
 
 // One source-level frame of a native address.
