@@ -46,6 +46,7 @@ struct Thread {
     bool signal_stop = false;        // current stop is a signal-delivery-stop
     bool saved = false;              // `original` holds the state before any call
     bool modified = false;           // registers/xstate/sigmask differ from `original`
+    bool lost = false;               // a ptrace request found it gone: it is dying (see sweep_lost)
     ThreadState original;
     std::vector<siginfo_t> kept;     // signals to deliver when the thread is resumed
 };
@@ -122,6 +123,11 @@ struct Tracer::Impl {
     pid_t pid = 0;
     Options options;
     std::map<pid_t, Thread> threads;
+    // Threads that are exiting but still traced by us: each must be reaped (waitpid __WALL) or
+    // detached, or it stays a zombie and keeps its thread-group leader from being reaped.
+    std::set<pid_t> dying;
+    bool parent_is_us = false;  // we are also the target's parent: its exit status is not ours
+    bool saw_exit = false;      // a traced thread exited (or was found dying) since attach
     int mem_fd = -1;
     sigset_t saved_mask{};
     bool mask_saved = false;
@@ -156,24 +162,35 @@ struct Tracer::Impl {
 
     bool cont(Thread& t, int sig = 0) {
         t.signal_stop = false;
-        if (::ptrace(PTRACE_CONT, t.tid, nullptr, reinterpret_cast<void*>(static_cast<long>(sig))) != 0)
-            return false;  // ESRCH: the thread died; its exit status comes through waitpid
+        if (::ptrace(PTRACE_CONT, t.tid, nullptr, reinterpret_cast<void*>(static_cast<long>(sig))) != 0) {
+            t.lost = true;  // ESRCH: killed while stopped; its death comes through waitpid
+            return false;
+        }
         t.run = Run::Running;
         return true;
     }
 
-    user_regs_struct get_regs(pid_t tid) const {
+    // A request on a thread we saw stopped failed: ESRCH there means it was killed meanwhile
+    // (ptrace(2), "Death under ptrace"); anything else is a real error.
+    [[noreturn]] void request_failed(pid_t tid, const std::string& what) {
+        int e = errno;
+        if (e == ESRCH) {
+            auto it = threads.find(tid);
+            if (it != threads.end()) it->second.lost = true;
+            thread_gone(tid, what);
+        }
+        throw AttachError("cannot " + what + " of thread " + std::to_string(tid) + " of " + who() +
+                          ": " + strerror(e));
+    }
+
+    user_regs_struct get_regs(pid_t tid) {
         user_regs_struct regs{};
-        if (::ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0)
-            throw AttachError("cannot read registers of thread " + std::to_string(tid) + " of " +
-                              who() + ": " + strerror(errno));
+        if (::ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0) request_failed(tid, "read registers");
         return regs;
     }
 
-    void set_regs(pid_t tid, const user_regs_struct& regs) const {
-        if (::ptrace(PTRACE_SETREGS, tid, nullptr, &regs) != 0)
-            throw AttachError("cannot set registers of thread " + std::to_string(tid) + " of " +
-                              who() + ": " + strerror(errno));
+    void set_regs(pid_t tid, const user_regs_struct& regs) {
+        if (::ptrace(PTRACE_SETREGS, tid, nullptr, &regs) != 0) request_failed(tid, "set registers");
     }
 
     void save_state(Thread& t) {
@@ -182,27 +199,34 @@ struct Tracer::Impl {
         t.original.xstate.assign(xstate_size(), 0);
         iovec iov{t.original.xstate.data(), t.original.xstate.size()};
         if (::ptrace(PTRACE_GETREGSET, t.tid, reinterpret_cast<void*>(NT_X86_XSTATE), &iov) != 0)
-            throw AttachError("cannot read vector registers of thread " + std::to_string(t.tid) +
-                              ": " + strerror(errno));
+            request_failed(t.tid, "read vector registers");
         t.original.xstate.resize(iov.iov_len);
         if (::ptrace(PTRACE_GETSIGMASK, t.tid, reinterpret_cast<void*>(sizeof(uint64_t)),
                      &t.original.sigmask) != 0)
-            throw AttachError("cannot read the signal mask of thread " + std::to_string(t.tid) +
-                              ": " + strerror(errno));
+            request_failed(t.tid, "read the signal mask");
         t.saved = true;
     }
 
     // Never throws: used on error paths and in the destructor.
     bool restore_state(Thread& t) noexcept {
         if (!t.saved || !t.modified) return true;
-        bool ok = ::ptrace(PTRACE_SETREGS, t.tid, nullptr, &t.original.regs) == 0;
+        int err = 0;
+        auto step = [&](bool done) {
+            if (!done && !err) err = errno;
+        };
+        step(::ptrace(PTRACE_SETREGS, t.tid, nullptr, &t.original.regs) == 0);
         iovec iov{t.original.xstate.data(), t.original.xstate.size()};
-        ok = ::ptrace(PTRACE_SETREGSET, t.tid, reinterpret_cast<void*>(NT_X86_XSTATE), &iov) == 0 && ok;
-        ok = ::ptrace(PTRACE_SETSIGMASK, t.tid, reinterpret_cast<void*>(sizeof(uint64_t)),
-                      &t.original.sigmask) == 0 && ok;
-        if (ok) t.modified = false;
-        else log("could not restore thread " + std::to_string(t.tid) + ": " + strerror(errno));
-        return ok;
+        step(::ptrace(PTRACE_SETREGSET, t.tid, reinterpret_cast<void*>(NT_X86_XSTATE), &iov) == 0);
+        step(::ptrace(PTRACE_SETSIGMASK, t.tid, reinterpret_cast<void*>(sizeof(uint64_t)),
+                      &t.original.sigmask) == 0);
+        if (!err) {
+            t.modified = false;
+            return true;
+        }
+        if (err == ESRCH) t.lost = true;  // killed while stopped: nothing left to restore
+        else log("could not restore thread " + std::to_string(t.tid) + ": " + strerror(err));
+        errno = err;
+        return false;
     }
 
     // ---- memory ----------------------------------------------------------------------------
@@ -239,11 +263,37 @@ struct Tracer::Impl {
         return tids;
     }
 
+    // State letter of a thread from /proc (0 if it is gone).
+    char task_state(pid_t tid) const {
+        std::string path = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat";
+        FILE* f = std::fopen(path.c_str(), "re");
+        if (!f) return 0;
+        char buf[512] = {};
+        size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+        std::fclose(f);
+        const char* paren = std::strrchr(buf, ')');  // comm may contain spaces and parentheses
+        if (!paren || paren + 2 >= buf + n) return 0;
+        return paren[2];
+    }
+
+    pid_t parent_of_target() const {
+        std::string path = "/proc/" + std::to_string(pid) + "/stat";
+        FILE* f = std::fopen(path.c_str(), "re");
+        if (!f) return 0;
+        char buf[512] = {};
+        size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+        std::fclose(f);
+        const char* paren = std::strrchr(buf, ')');
+        if (!paren || paren + 4 >= buf + n) return 0;
+        return static_cast<pid_t>(std::atoi(paren + 4));  // ") S PPID"
+    }
+
     void attach() {
         std::string mem = "/proc/" + std::to_string(pid) + "/mem";
         mem_fd = ::open(mem.c_str(), O_RDWR | O_CLOEXEC);
         if (mem_fd < 0) {
             if (errno == ENOENT) throw NoSuchProcess("no process with pid " + std::to_string(pid));
+            if (errno == ESRCH) throw exited_error();  // a zombie: it has no memory left
             throw NotPermitted("not permitted to trace " + who() + " (" + strerror(errno) +
                                "): run as root or with CAP_SYS_PTRACE, or check "
                                "/proc/sys/kernel/yama/ptrace_scope");
@@ -255,10 +305,14 @@ struct Tracer::Impl {
             bool added = false;
             for (pid_t tid : tids) {
                 if (threads.count(tid)) continue;
-                if (::ptrace(PTRACE_SEIZE, tid, nullptr,
-                             reinterpret_cast<void*>(static_cast<long>(PTRACE_O_TRACECLONE))) != 0) {
+                // TRACEEXIT: a thread that exits stops first, so we can let it go at once.
+                long seize_options = PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXIT;
+                if (::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(seize_options)) != 0) {
                     int e = errno;
                     if (e == ESRCH) continue;  // the thread exited meanwhile
+                    // The kernel refuses to seize a thread that already exited (a zombie).
+                    char state = task_state(tid);
+                    if (e == EPERM && (state == 0 || state == 'Z' || state == 'X')) continue;
                     if (e == EPERM)
                         throw NotPermitted("not permitted to trace thread " + std::to_string(tid) +
                                            " of " + who() + " (already traced, or missing rights): "
@@ -275,6 +329,7 @@ struct Tracer::Impl {
             if (!added) break;
             if (round > 1000) throw AttachError(who() + " creates threads faster than they can be traced");
         }
+        parent_is_us = parent_of_target() == ::getpid();
         if (threads.empty() || ::kill(pid, 0) != 0)
             throw NoSuchProcess(who() + " exited during attach");
         unwind_space = unw_create_addr_space(&_UPT_accessors, 0);
@@ -283,7 +338,41 @@ struct Tracer::Impl {
 
     // ---- event loop ------------------------------------------------------------------------
 
+    // Moves threads found gone by a failed request to `dying`, where pump collects their death.
+    void sweep_lost() {
+        for (auto it = threads.begin(); it != threads.end();) {
+            if (!it->second.lost) {
+                ++it;
+                continue;
+            }
+            if (it->first == call_tid) {
+                call_event.seen = true;
+                call_event.exited = true;
+            }
+            // If it is not dead after all (ESRCH also means "not stopped"), make it stop so that
+            // handle() detaches it.
+            ::ptrace(PTRACE_INTERRUPT, it->first, nullptr, nullptr);
+            saw_exit = true;
+            dying.insert(it->first);
+            it = threads.erase(it);
+        }
+    }
+
+    // A thread is exiting (PTRACE_EVENT_EXIT stop): nothing of it is worth restoring, so let it
+    // go now. Detached, a non-leader thread reaps itself and the leader is left to its parent.
+    void release_exiting(pid_t tid) {
+        saw_exit = true;
+        threads.erase(tid);
+        if (::ptrace(PTRACE_DETACH, tid, nullptr, nullptr) == 0) dying.erase(tid);
+        else dying.insert(tid);  // killed in the exit stop: its death is still ours to reap
+    }
+
     void handle(pid_t tid, int status) {
+        if (dying.count(tid)) {
+            if (WIFEXITED(status) || WIFSIGNALED(status)) dying.erase(tid);
+            else if (WIFSTOPPED(status)) release_exiting(tid);  // its exit stop, or not dead after all
+            return;
+        }
         auto it = threads.find(tid);
         if (it == threads.end()) return;
         Thread& t = it->second;
@@ -293,14 +382,26 @@ struct Tracer::Impl {
                 call_event.exited = true;
                 call_event.status = status;
             }
+            saw_exit = true;
             threads.erase(it);
             return;
         }
         if (!WIFSTOPPED(status)) return;
         t.run = Run::Stopped;
         t.signal_stop = false;
+        t.lost = false;
         int sig = WSTOPSIG(status);
         int event = status >> 16;
+
+        if (event == PTRACE_EVENT_EXIT) {
+            if (tid == call_tid) {
+                call_event.seen = true;
+                call_event.exited = true;
+                call_event.status = status;
+            }
+            release_exiting(tid);
+            return;
+        }
 
         if (event == PTRACE_EVENT_CLONE) {
             unsigned long child = 0;
@@ -391,6 +492,33 @@ struct Tracer::Impl {
 
     // Services every traced thread's stops until `done()` or the deadline. SIGCHLD is blocked in
     // this thread, so sigtimedwait wakes up as soon as a tracee changes state.
+    enum class Poll { Nothing, Status, Gone };
+
+    // One non-blocking wait for `tid`. When we are also the target's parent, the leader's exit
+    // must not be reaped here (that would take the exit status from the parent code): its
+    // death is only looked at (WNOWAIT) and its stops are taken with waitid without WEXITED.
+    Poll poll_one(pid_t tid, int& status) {
+        if (parent_is_us && tid == pid) {
+            siginfo_t si{};
+            if (::waitid(P_PID, static_cast<id_t>(tid), &si, WEXITED | WNOHANG | WNOWAIT | __WALL) != 0)
+                return errno == ECHILD ? Poll::Gone : Poll::Nothing;
+            if (si.si_pid == tid &&
+                (si.si_code == CLD_EXITED || si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED))
+                return Poll::Gone;  // a zombie, no longer traceable: the parent reaps it
+            si = {};
+            if (::waitid(P_PID, static_cast<id_t>(tid), &si, WSTOPPED | WNOHANG | __WALL) != 0)
+                return errno == ECHILD ? Poll::Gone : Poll::Nothing;
+            if (si.si_pid != tid) return Poll::Nothing;
+            // waitid gives the stop's full code (event << 8 | signal); rebuild waitpid's status.
+            status = (si.si_status << 8) | 0x7f;
+            return Poll::Status;
+        }
+        pid_t r = ::waitpid(tid, &status, __WALL | WNOHANG);
+        if (r == tid) return Poll::Status;
+        if (r < 0 && errno == ECHILD) return Poll::Gone;  // no longer ours (released or reaped)
+        return Poll::Nothing;
+    }
+
     template <typename Pred>
     Wait pump(Clock::time_point deadline, Pred done, bool cancellable = true) {
         sigset_t chld;
@@ -398,21 +526,28 @@ struct Tracer::Impl {
         sigaddset(&chld, SIGCHLD);
         const timespec zero{0, 0};
         for (;;) {
+            sweep_lost();
             if (done()) return Wait::Done;
             while (::sigtimedwait(&chld, nullptr, &zero) == SIGCHLD) {
             }
             bool any = false;
             std::vector<pid_t> tids;
-            tids.reserve(threads.size());
+            tids.reserve(threads.size() + dying.size());
             for (auto& [tid, t] : threads) tids.push_back(tid);
+            tids.insert(tids.end(), dying.begin(), dying.end());
             for (pid_t tid : tids) {
                 int status = 0;
-                pid_t r = ::waitpid(tid, &status, __WALL | WNOHANG);
-                if (r == tid) {
+                Poll p = poll_one(tid, status);
+                if (p == Poll::Status) {
                     handle(tid, status);
                     any = true;
-                } else if (r < 0 && errno == ECHILD) {
-                    threads.erase(tid);  // no longer ours (reaped elsewhere or gone)
+                } else if (p == Poll::Gone) {
+                    if (tid == call_tid && threads.count(tid)) {
+                        call_event.seen = true;
+                        call_event.exited = true;
+                    }
+                    if (threads.erase(tid)) saw_exit = true;
+                    dying.erase(tid);
                     any = true;
                 }
             }
@@ -439,10 +574,60 @@ struct Tracer::Impl {
 
     Clock::time_point deadline_in(std::chrono::milliseconds ms) const { return Clock::now() + ms; }
 
+    // The error for "the process is gone": what callers (the CLI) test for.
+    NoSuchProcess exited_error() const { return NoSuchProcess(who() + " exited during attach"); }
+
+    // `tid` is gone. If the whole process is going (exit_group, a fatal signal: every thread
+    // dies within moments), say so; a lone thread's exit is the caller's error to handle.
+    [[noreturn]] void thread_gone(pid_t tid, const std::string& what) {
+        auto it = threads.find(tid);
+        if (it != threads.end()) it->second.lost = true;
+        auto grace = std::min<std::chrono::milliseconds>(options.timeout, std::chrono::milliseconds(2000));
+        if (pump(Clock::now() + grace, [&] { return threads.empty(); }, false) == Wait::Done)
+            throw exited_error();
+        throw AttachError("thread " + std::to_string(tid) + " of " + who() + " exited during " + what);
+    }
+
+    void ensure_alive() const {
+        if (threads.empty()) throw exited_error();
+    }
+
+    // After an error: is the process on its way out? A gone or zombie leader, or a thread found
+    // dying, is the hint; then every thread must be gone within moments.
+    bool process_exited() {
+        sweep_lost();
+        char leader = task_state(pid);
+        bool hint = threads.empty() || saw_exit || leader == 0 || leader == 'Z' || leader == 'X';
+        if (!hint) return false;
+        auto grace = std::min<std::chrono::milliseconds>(options.timeout, std::chrono::milliseconds(2000));
+        return pump(Clock::now() + grace, [&] { return threads.empty(); }, false) == Wait::Done;
+    }
+
+    // Runs one public operation; an error caused by the target exiting meanwhile becomes the
+    // one error callers test for.
+    template <typename F>
+    auto guarded(F f) -> decltype(f()) {
+        try {
+            return f();
+        } catch (const Interrupted&) {
+            throw;
+        } catch (const NoSuchProcess&) {
+            throw exited_error();
+        } catch (const AttachError&) {
+            if (process_exited()) throw exited_error();
+            throw;
+        }
+    }
+
     Thread& held_thread(pid_t tid) {
         auto it = threads.find(tid);
-        if (it == threads.end())
-            throw AttachError("thread " + std::to_string(tid) + " of " + who() + " is not traced (it exited?)");
+        if (it == threads.end() || it->second.lost) {
+            if (threads.empty()) throw exited_error();
+            char state = task_state(tid);
+            if (it != threads.end() || dying.count(tid) || state == 0 || state == 'Z' || state == 'X')
+                thread_gone(tid, "attach");
+            throw AttachError("thread " + std::to_string(tid) + " of " + who() + " is not traced");
+        }
         if (it->second.run != Run::Stopped || !it->second.held)
             throw AttachError("thread " + std::to_string(tid) + " of " + who() +
                               " is not stopped: use stop_at_safe_point or interrupt_all first");
@@ -457,6 +642,7 @@ struct Tracer::Impl {
                 continue;
             }
             if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) == 0) t.interrupt_pending = true;
+            else t.lost = true;  // not stopped, yet not ours to interrupt: it is dying
         }
         Wait w = pump(deadline, [&] {
             for (auto& [tid, t] : threads)
@@ -626,12 +812,14 @@ struct Tracer::Impl {
         auto overall = start + options.timeout;
         pid_t chosen = 0;
         while (chosen == 0) {
+            ensure_alive();
             if (!entry_points.empty()) {
                 chosen = hunt(entry_points, std::min(overall, Clock::now() + wait));
                 if (chosen) stats.from_breakpoint = true;
             }
             if (!chosen) chosen = fallback(overall);
             if (chosen) break;
+            ensure_alive();
             if (Clock::now() >= overall)
                 throw AttachError("no thread of " + who() + " reached a safe point within " +
                                   std::to_string(options.timeout.count()) +
@@ -771,7 +959,8 @@ struct Tracer::Impl {
             uint64_t mask = call_sigmask();
             ::ptrace(PTRACE_SETSIGMASK, tid, reinterpret_cast<void*>(sizeof mask), &mask);
         } catch (...) {
-            restore_state(t);
+            auto it = threads.find(tid);  // `t` may be gone: the thread can die meanwhile
+            if (it != threads.end()) restore_state(it->second);
             throw;
         }
         call_tid = tid;
@@ -784,7 +973,10 @@ struct Tracer::Impl {
             if (it == threads.end()) break;
             it->second.signal_stop = false;
             long req = single_step ? PTRACE_SINGLESTEP : PTRACE_CONT;
-            if (::ptrace(static_cast<__ptrace_request>(req), tid, nullptr, nullptr) != 0) break;
+            if (::ptrace(static_cast<__ptrace_request>(req), tid, nullptr, nullptr) != 0) {
+                it->second.lost = true;  // killed while stopped
+                break;
+            }
             it->second.run = Run::Running;
             Wait w = pump(deadline, [&] { return call_event.seen; });
             if (w != Wait::Done) {
@@ -841,7 +1033,7 @@ struct Tracer::Impl {
             }
         }
         call_tid = 0;
-        throw NoSuchProcess("thread " + std::to_string(tid) + " of " + who() + " vanished during " + what);
+        thread_gone(tid, what);
     }
 
     uint64_t call(pid_t tid, uint64_t function, const std::vector<uint64_t>& args,
@@ -923,14 +1115,18 @@ struct Tracer::Impl {
 
     void resume(pid_t tid) {
         Thread& t = held_thread(tid);
-        if (!restore_state(t))
+        if (!restore_state(t)) {
+            if (t.lost) thread_gone(tid, "resume");
             throw AttachError("cannot restore registers of thread " + std::to_string(tid) + " of " + who());
+        }
         deliver_kept_and_resume(t);
+        if (t.lost) thread_gone(tid, "resume");
     }
 
     // ---- detach ----------------------------------------------------------------------------
 
-    void detach_one(Thread& t) noexcept {
+    // False if the thread was not detached: it was killed while stopped (now `lost`).
+    bool detach_one(Thread& t) noexcept {
         restore_state(t);
         int sig = 0;
         size_t first = 0;
@@ -940,8 +1136,12 @@ struct Tracer::Impl {
             sig = t.kept[0].si_signo;
             first = 1;
         }
-        ::ptrace(PTRACE_DETACH, t.tid, nullptr, reinterpret_cast<void*>(static_cast<long>(sig)));
+        if (::ptrace(PTRACE_DETACH, t.tid, nullptr, reinterpret_cast<void*>(static_cast<long>(sig))) != 0) {
+            t.lost = true;
+            return false;
+        }
         for (size_t i = first; i < t.kept.size(); ++i) ::syscall(SYS_tgkill, pid, t.tid, t.kept[i].si_signo);
+        return true;
     }
 
     void shutdown() noexcept {
@@ -957,26 +1157,29 @@ struct Tracer::Impl {
                     continue;
                 }
                 if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) == 0) t.interrupt_pending = true;
-                else t.held = false;
+                else t.lost = true;
             }
             // Each thread is detached as soon as it stops, so none waits for the slowest one.
+            // Dying threads are waited for too: a traced zombie would keep the process unreaped.
             auto detach_stopped = [&] {
                 for (auto it = threads.begin(); it != threads.end();) {
                     Thread& t = it->second;
-                    if (t.run != Run::Stopped || t.interrupt_pending) {
+                    if (t.lost || t.run != Run::Stopped || t.interrupt_pending || !detach_one(t)) {
                         ++it;
                         continue;
                     }
-                    detach_one(t);
                     it = threads.erase(it);
                 }
-                return threads.empty();
+                return threads.empty() && dying.empty();
             };
             pump(Clock::now() + std::max(options.timeout, std::chrono::milliseconds(1000)),
                  detach_stopped, false);
             for (auto& [tid, t] : threads)
                 log("thread " + std::to_string(tid) + " did not stop; it stays traced until we exit");
+            for (pid_t tid : dying)
+                log("thread " + std::to_string(tid) + " did not finish exiting; it stays traced until we exit");
             threads.clear();
+            dying.clear();
         } catch (...) {
         }
         if (unwind_space) unw_destroy_addr_space(unwind_space);
@@ -1008,7 +1211,8 @@ pid_t Tracer::pid() const { return m_impl->pid; }
 
 std::vector<pid_t> Tracer::threads() const {
     std::vector<pid_t> tids;
-    for (auto& [tid, t] : m_impl->threads) tids.push_back(tid);
+    for (auto& [tid, t] : m_impl->threads)
+        if (!t.lost) tids.push_back(tid);
     return tids;
 }
 
@@ -1022,22 +1226,24 @@ void Tracer::write_memory(uint64_t address, const void* data, size_t size) const
 
 pid_t Tracer::stop_at_safe_point(const std::vector<uint64_t>& entry_points,
                                  std::chrono::milliseconds breakpoint_wait) {
-    return m_impl->stop_at_safe_point(entry_points, breakpoint_wait);
+    return m_impl->guarded([&] { return m_impl->stop_at_safe_point(entry_points, breakpoint_wait); });
 }
 
 uint64_t Tracer::call(pid_t tid, uint64_t function, const std::vector<uint64_t>& args,
                       std::chrono::milliseconds timeout) {
-    return m_impl->call(tid, function, args, timeout);
+    return m_impl->guarded([&] { return m_impl->call(tid, function, args, timeout); });
 }
 
 int64_t Tracer::syscall(pid_t tid, long number, const std::vector<uint64_t>& args,
                         std::chrono::milliseconds timeout) {
-    return m_impl->syscall(tid, number, args, timeout);
+    return m_impl->guarded([&] { return m_impl->syscall(tid, number, args, timeout); });
 }
 
 Registers Tracer::registers(pid_t tid) const {
-    Thread& t = m_impl->held_thread(tid);
-    user_regs_struct r = t.saved ? t.original.regs : m_impl->get_regs(tid);
+    user_regs_struct r = m_impl->guarded([&] {
+        Thread& t = m_impl->held_thread(tid);
+        return t.saved ? t.original.regs : m_impl->get_regs(tid);
+    });
     Registers out;
     out.rip = r.rip;
     out.rsp = r.rsp;
@@ -1049,23 +1255,38 @@ Registers Tracer::registers(pid_t tid) const {
     return out;
 }
 
-void Tracer::resume(pid_t tid) { m_impl->resume(tid); }
+void Tracer::resume(pid_t tid) {
+    m_impl->guarded([&] { m_impl->resume(tid); });
+}
 
 void Tracer::interrupt_all() {
-    auto w = m_impl->interrupt_everything(m_impl->deadline_in(m_impl->options.timeout), true);
-    if (w == Impl::Wait::Cancelled) throw Interrupted("interrupt of process " + std::to_string(m_impl->pid) + " cancelled");
-    if (w == Impl::Wait::Timeout)
-        throw AttachError("not every thread of process " + std::to_string(m_impl->pid) + " stopped within " +
-                          std::to_string(m_impl->options.timeout.count()) + " ms");
-    for (auto& [tid, t] : m_impl->threads) m_impl->save_state(t);
+    m_impl->guarded([&] {
+        Impl& impl = *m_impl;
+        auto w = impl.interrupt_everything(impl.deadline_in(impl.options.timeout), true);
+        if (w == Impl::Wait::Cancelled) throw Interrupted("interrupt of process " + std::to_string(impl.pid) + " cancelled");
+        if (w == Impl::Wait::Timeout)
+            throw AttachError("not every thread of process " + std::to_string(impl.pid) + " stopped within " +
+                              std::to_string(impl.options.timeout.count()) + " ms");
+        impl.ensure_alive();
+        // save_state may find a thread dead (and throw); collect the list first.
+        std::vector<pid_t> tids;
+        for (auto& [tid, t] : impl.threads) tids.push_back(tid);
+        for (pid_t tid : tids) {
+            auto it = impl.threads.find(tid);
+            if (it != impl.threads.end()) impl.save_state(it->second);
+        }
+    });
 }
 
 void Tracer::resume_all() {
-    for (auto& [tid, t] : m_impl->threads)
-        if (t.run == Run::Stopped && t.held) {
-            m_impl->restore_state(t);
-            m_impl->deliver_kept_and_resume(t);
-        }
+    m_impl->guarded([&] {
+        for (auto& [tid, t] : m_impl->threads)
+            if (t.run == Run::Stopped && t.held && !t.lost) {
+                m_impl->restore_state(t);
+                m_impl->deliver_kept_and_resume(t);
+            }
+        m_impl->sweep_lost();
+    });
 }
 
 const Tracer::Stats& Tracer::stats() const { return m_impl->stats; }

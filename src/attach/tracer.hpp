@@ -4,6 +4,11 @@
 // and every register it changed (vector state included), re-delivers every signal that arrived
 // while it was attached, and detaches from every thread, on every path (exceptions included).
 // All calls must come from the thread that created the Tracer (a ptrace rule).
+// The target may exit at any time (exit_group, SIGKILL): threads that exit are let go at their
+// PTRACE_EVENT_EXIT stop or reaped (__WALL), never waited for without a bound, and any operation
+// that loses the process to its exit throws NoSuchProcess("process N exited during attach").
+// Nothing stays traced after the destructor, so the target's parent can reap it (a Tracer in
+// the parent itself never takes the leader's exit status).
 #pragma once
 
 #include <sys/types.h>

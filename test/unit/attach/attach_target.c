@@ -65,6 +65,10 @@ __attribute__((noinline, used)) long crash_fn(void) {
 __attribute__((noinline, used)) long block_fn(void) {
     for (;;) pause();
 }
+// Ends the whole process from the calling thread (exit_group), as a remote call may.
+__attribute__((noinline, used)) long exit_fn(long code) {
+    _exit((int)code);
+}
 
 static long now_us(void) {
     struct timespec ts;
@@ -204,9 +208,10 @@ int main(int argc, char** argv) {
     while (atomic_load(&g_reader_tid) == 0) usleep(100);
 
     printf("info pid=%d reader=%d add6=%p set_flag=%p alloc=%p clobber=%p crash=%p block=%p "
-           "malloc=%p free=%p\n",
+           "exit=%p malloc=%p free=%p\n",
            (int)getpid(), atomic_load(&g_reader_tid), (void*)add6, (void*)set_flag,
            (void*)alloc_fill, (void*)clobber_xmm, (void*)crash_fn, (void*)block_fn,
+           (void*)exit_fn,
            dlsym(RTLD_DEFAULT, "malloc"), dlsym(RTLD_DEFAULT, "free"));
     fflush(stdout);
     for (;;) pause();

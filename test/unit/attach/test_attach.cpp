@@ -362,37 +362,121 @@ int scenario_crash(const std::string& exe) {
     return 0;
 }
 
-// A process that exits while we attach: NoSuchProcess, no crash.
+// Waits (bounded) for our child `pid` to be reaped and returns its status. A thread left traced
+// by a Tracer keeps the leader a zombie forever: report that instead of hanging.
+bool reap_within(pid_t pid, std::chrono::milliseconds limit, int& status) {
+    auto deadline = Clock::now() + limit;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return true;
+        if (r < 0) {
+            std::fprintf(stderr, "waitpid(%d): %s (was its exit status taken by the tracer?)\n", pid,
+                         std::strerror(errno));
+            return false;
+        }
+        if (Clock::now() >= deadline) break;
+        usleep(2000);
+    }
+    std::fprintf(stderr, "process %d not reapable after %lld ms; its threads:\n", pid,
+                 (long long)limit.count());
+    std::string cmd = "grep -H -E 'State|TracerPid' /proc/" + std::to_string(pid) + "/task/*/status >&2";
+    if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "(no /proc entries)\n");
+    return false;
+}
+
+// A process that exits while a Tracer is attached (exit_group from a remote call or another
+// thread, SIGKILL while a thread is held or inside a call, exit before/while attaching): the
+// Tracer reports NoSuchProcess "process N exited during attach", never hangs, and leaves
+// nothing traced, so the parent (this test) reaps the process with its real exit status.
 int scenario_exit(const std::string& exe) {
-    int ok = 0, gone = 0;
-    for (int i = 0; i < 20; ++i) {
+    enum Kind { QuitAfter, QuitBefore, ExitInCall, KillInCall, KillWhileHeld, QuitWhileHeld, Kinds };
+    const char* names[] = {"quit-after", "quit-before", "exit-in-call", "kill-in-call",
+                           "kill-while-held", "quit-while-held"};
+    int ok[Kinds] = {}, gone[Kinds] = {};
+    for (int i = 0; i < 4 * Kinds; ++i) {
+        Kind kind = static_cast<Kind>(i % Kinds);
         Target t(exe, {"--idle", "2"});
         pid_t pid = t.pid;
-        bool quit_sent = i % 2 != 0;
-        if (quit_sent) t.send("quit");  // odd rounds: the process exits while we attach
-        else usleep(20000);
+        bool quit_sent = false;
+        bool expect_gone = kind == ExitInCall || kind == KillInCall;
+        int want_exit = kind == ExitInCall ? 7 : 0;  // -1: killed by SIGKILL
+        if (kind == KillInCall || kind == KillWhileHeld) want_exit = -1;
+        pid_t killer = 0;
+        if (kind == QuitBefore) {
+            t.send("quit");  // the process exits while we attach
+            quit_sent = true;
+            usleep(static_cast<useconds_t>(i / Kinds * 150));  // vary the point it dies at
+        } else {
+            usleep(20000);
+        }
+        auto t0 = Clock::now();
         try {
             Tracer tracer(pid, options());
             pid_t tid = tracer.stop_at_safe_point({t["malloc"], t["free"]}, 5ms);
-            tracer.call(tid, t["add6"], {1, 1, 1, 1, 1, 1}, 500ms);
-            ++ok;
-            if (i % 2 == 0) {
-                tracer.resume(tid);
-                t.send("quit");
+            switch (kind) {
+            case QuitAfter:
+            case QuitBefore:
+                CHECK(tracer.call(tid, t["add6"], {1, 1, 1, 1, 1, 1}, 500ms) == 21);
+                if (kind == QuitAfter) {
+                    tracer.resume(tid);
+                    t.send("quit");
+                    quit_sent = true;
+                }
+                break;
+            case ExitInCall:
+                tracer.call(tid, t["exit"], {7}, 2000ms);
+                break;
+            case KillInCall:
+                killer = fork();
+                if (killer == 0) {
+                    usleep(50000);
+                    kill(pid, SIGKILL);
+                    _exit(0);
+                }
+                t0 = Clock::now();
+                tracer.call(tid, t["block"], {}, 3000ms);
+                break;
+            case KillWhileHeld:
+                kill(pid, SIGKILL);
+                usleep(20000);
+                break;  // only the destructor sees it
+            case QuitWhileHeld:
+                t.send("quit");  // unless `tid` is the reader, the process exits now
                 quit_sent = true;
+                usleep(20000);
+                CHECK(tracer.call(tid, t["add6"], {1, 1, 1, 1, 1, 1}, 500ms) == 21);
+                break;
+            default:
+                break;
             }
+            CHECK(!expect_gone);
+            ++ok[kind];
         } catch (const NoSuchProcess& e) {
-            ++gone;
+            ++gone[kind];
+            std::string want = "process " + std::to_string(pid) + " exited during attach";
+            bool right = std::string(e.what()) == want;
+            if (!right) std::fprintf(stderr, "%s: NoSuchProcess '%s'\n", names[kind], e.what());
+            CHECK(right);
+            CHECK(kind != QuitAfter);  // that process only exits after the Tracer is gone
+            if (kind == KillInCall) CHECK(us_since(t0) < 2500000);  // not the call's timeout
         } catch (const AttachError& e) {
-            ++gone;  // e.g. the thread vanished mid-call
+            std::fprintf(stderr, "%s: unexpected %s\n", names[kind], e.what());
+            CHECK(false);
         }
-        // An even round whose attach failed (e.g. no safe point within the time) still has a
-        // live target: tell it to quit, or waitpid would wait forever.
-        if (!quit_sent) t.send("quit");
-        waitpid(pid, nullptr, 0);
+        if (!quit_sent && want_exit >= 0 && kind != ExitInCall) t.send("quit");
+        if (killer > 0) waitpid(killer, nullptr, 0);
+        int status = 0;
+        bool reaped = reap_within(pid, 10000ms, status);
+        if (!reaped) fatal(std::string(names[kind]) + ": the target could not be reaped");
         t.pid = 0;
+        bool right = want_exit >= 0 ? WIFEXITED(status) && WEXITSTATUS(status) == want_exit
+                                    : WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+        if (!right) std::fprintf(stderr, "%s: target status 0x%x\n", names[kind], status);
+        CHECK(right);
     }
-    std::printf("exit race: %d attached before exit, %d saw the process go\n", ok, gone);
+    std::printf("exit race (attached before exit / saw the process go):");
+    for (int k = 0; k < Kinds; ++k) std::printf(" %s %d/%d", names[k], ok[k], gone[k]);
+    std::printf("\n");
     try {
         Tracer tracer(999999999, options());
         CHECK(false);
