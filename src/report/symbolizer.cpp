@@ -198,6 +198,17 @@ std::string clean(const std::string& s) {
     return s == llvm::DILineInfo::BadString ? std::string() : s;
 }
 
+// Names from .dynsym may carry their symbol version ("__libc_start_main@GLIBC_2.2.5"); the
+// function is the same whichever version, so reports show it without.
+std::string function_name(const std::string& s) {
+    std::string name = clean(s);
+    auto at = name.find('@');
+    if (at != std::string::npos && at > 0 &&
+        name.find_first_of(" ()<>", at) == std::string::npos)
+        name.resize(at);
+    return name;
+}
+
 struct DynamicSymbol {
     uint64_t address;
     uint64_t size;
@@ -449,12 +460,13 @@ struct Symbolizer::Impl {
             } else {
                 for (uint32_t i = 0; i < info->getNumberOfFrames(); ++i) {
                     const llvm::DILineInfo& f = info->getFrame(i);
-                    out.push_back({clean(f.FunctionName), clean(f.FileName), f.Line});
+                    out.push_back({function_name(f.FunctionName), clean(f.FileName), f.Line});
                 }
             }
         }
         if (out.empty()) out.emplace_back();
-        if (out.back().function.empty()) out.back().function = dynsym_name(st, address);
+        if (out.back().function.empty())
+            out.back().function = function_name(dynsym_name(st, address));
         if (std::all_of(out.begin(), out.end(),
                         [](const SourceFrame& f) { return f.function.empty() && f.file.empty(); }))
             out.clear();
