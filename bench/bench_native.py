@@ -1,0 +1,148 @@
+#!/usr/bin/python3
+"""Benchmark: cost of `memray run --native` against default `memray run` and against the plain
+program, on the default Python workload (bench/workloads/py_alloc.py), the same with
+PYTHONMALLOC=malloc (every object allocation reaches malloc) and the native workload
+(native_churn), in one run. Prints wall and CPU (user + system, the process and everything it
+waited for) medians, their ratios, and the captures' events and bytes per event.
+
+usage: /usr/bin/python3 bench/bench_native.py [--build DIR] [--reps N] [--python PATH]
+                                              [--only python,python-malloc,native]
+environment:
+  MEMRAY_BENCH_SCALE   multiplies workload sizes (default 1; e.g. 0.2 for a quick run)
+
+Aim (issue 5): on the Python workload --native adds at most 20% over the default mode. For a
+native program `memray run` records native stacks in both modes, so there the two should match.
+The modes run alternately within each repetition so machine noise hits them alike; on a busy
+machine read the CPU columns.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # importing bench.py must not leave files in the checkout
+from bench import count_events  # noqa: E402
+
+ROOT = os.path.dirname(HERE)
+MODES = ("plain", "default", "native")
+
+
+def timed(cmd, env=None):
+    """(wall seconds, CPU seconds) of one run; the CPU time is the child's rusage, which
+    includes the processes it waited for (the target under `memray run`)."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.monotonic() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        sys.stderr.write("command failed (%d): %s\n%s\n" % (p.returncode, " ".join(cmd),
+                                                          err.decode(errors="replace")[-2000:]))
+        raise SystemExit(1)
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def command(args, mode, cmd, capture):
+    if mode == "plain":
+        return cmd
+    run = [args.memray, "run", "-f", "-q", "-o", capture]
+    if mode == "native":
+        run.append("--native")
+    if os.path.basename(cmd[0]).startswith("python"):
+        return [*run, "--python", cmd[0], *cmd[1:]]
+    return [*run, "--", *cmd]
+
+
+def bench_workload(args, name, cmd, work, env=None):
+    samples = {m: [] for m in MODES}
+    captures = {m: os.path.join(work, "%s-%s.bin" % (name, m)) for m in MODES}
+    for rep in range(args.reps):
+        # Rotate the order too, so no mode always runs right after the same neighbour.
+        order = MODES[rep % 3:] + MODES[:rep % 3]
+        for mode in order:
+            samples[mode].append(timed(command(args, mode, cmd, captures[mode]), env=env))
+    row = {"name": name}
+    for m in MODES:
+        row[m] = (statistics.median(w for w, _ in samples[m]),
+                  statistics.median(c for _, c in samples[m]))
+    for m in ("default", "native"):
+        row[m + "_events"] = count_events(args.memray, captures[m])
+        row[m + "_bytes"] = os.path.getsize(captures[m])
+        os.unlink(captures[m])
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--python", default="/usr/bin/python3")
+    ap.add_argument("--only", default="python,python-malloc,native",
+                    help="comma-separated workloads to run (default: all three)")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    args.reps = max(args.reps, 3)
+    args.memray = os.path.join(args.build, "src", "cli", "memray")
+    native_churn = os.path.join(args.build, "test", "integration", "native_churn")
+    for exe in (args.memray, native_churn):
+        if not os.access(exe, os.X_OK):
+            raise SystemExit("missing %s: build first (ninja -C %s)" % (exe, args.build))
+    scale = float(os.environ.get("MEMRAY_BENCH_SCALE", "1"))
+    work = tempfile.mkdtemp(prefix="memray-bench-native-")
+    n_native = max(1, int(10_000_000 * scale))
+    py_alloc = [args.python, os.path.join(HERE, "workloads", "py_alloc.py"), str(scale)]
+    rows = []
+    try:
+        if "python" in only:
+            rows.append(bench_workload(args, "python", py_alloc, work))
+        if "python-malloc" in only:
+            # Every Python object allocation reaches malloc: a native stack per small object,
+            # the worst case for --native on Python code.
+            rows.append(bench_workload(args, "python-malloc", py_alloc, work,
+                                       {"PYTHONMALLOC": "malloc"}))
+        if "native" in only:
+            rows.append(bench_workload(args, "native-%gM" % (n_native / 1e6),
+                                       [native_churn, str(n_native)], work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    print("memray --native overhead (median of %d alternating runs, scale %g, %s)"
+          % (args.reps, scale, args.python))
+    print("%-14s %-5s %8s %8s %8s %9s %9s %10s" % ("workload", "", "plain", "default", "native",
+                                                  "def/plain", "nat/plain", "nat/default"))
+    for r in rows:
+        for i, what in enumerate(("wall", "cpu")):
+            p, d, n = r["plain"][i], r["default"][i], r["native"][i]
+            print("%-14s %-5s %7.3fs %7.3fs %7.3fs %8.3fx %8.3fx %9.3fx"
+                  % (r["name"] if i == 0 else "", what, p, d, n, d / p, n / p, n / d))
+    print()
+    print("%-14s %12s %12s %14s %14s" % ("capture", "default ev", "native ev", "default B/ev",
+                                         "native B/ev"))
+    for r in rows:
+        print("%-14s %12d %12d %14.2f %14.2f"
+              % (r["name"], r["default_events"], r["native_events"],
+                 r["default_bytes"] / max(r["default_events"], 1),
+                 r["native_bytes"] / max(r["native_events"], 1)))
+    py = rows[0]
+    if py["name"] != "python":
+        return
+    over = py["native"][1] / py["default"][1] - 1
+    print()
+    print("python workload: --native adds %+.1f%% CPU (%+.1f%% wall) over the default mode; "
+          "aim <= +20%%" % (100 * over, 100 * (py["native"][0] / py["default"][0] - 1)))
+
+
+if __name__ == "__main__":
+    main()
