@@ -95,13 +95,12 @@ std::optional<std::string> elf_build_id(const object::ELFFile<ELFT>& elf) {
         llvm::ArrayRef<uint8_t> desc = note.getDesc();
         return std::string(reinterpret_cast<const char*>(desc.data()), desc.size());
     };
-    // Sections first: a separate debug file (objcopy --only-keep-debug) keeps the note section
-    // but its segments may point at nothing.
-    if (auto sections = elf.sections()) {
-        for (const auto& sh : *sections) {
-            if (sh.sh_type != llvm::ELF::SHT_NOTE) continue;
+    // Over section or program headers: the notes of those `is_note` accepts.
+    auto search = [&](const auto& headers, auto is_note) -> std::optional<std::string> {
+        for (const auto& h : headers) {
+            if (!is_note(h)) continue;
             llvm::Error err = llvm::Error::success();
-            for (const auto& note : elf.notes(sh, err)) {
+            for (const auto& note : elf.notes(h, err)) {
                 if (auto id = from_note(note)) {
                     llvm::consumeError(std::move(err));
                     return id;
@@ -109,21 +108,19 @@ std::optional<std::string> elf_build_id(const object::ELFFile<ELFT>& elf) {
             }
             llvm::consumeError(std::move(err));
         }
+        return std::nullopt;
+    };
+    // Sections first: a separate debug file (objcopy --only-keep-debug) keeps the note section
+    // but its segments may point at nothing.
+    if (auto sections = elf.sections()) {
+        auto id = search(*sections, [](const auto& sh) { return sh.sh_type == llvm::ELF::SHT_NOTE; });
+        if (id) return id;
     } else {
         llvm::consumeError(sections.takeError());
     }
     if (auto headers = elf.program_headers()) {
-        for (const auto& ph : *headers) {
-            if (ph.p_type != llvm::ELF::PT_NOTE) continue;
-            llvm::Error err = llvm::Error::success();
-            for (const auto& note : elf.notes(ph, err)) {
-                if (auto id = from_note(note)) {
-                    llvm::consumeError(std::move(err));
-                    return id;
-                }
-            }
-            llvm::consumeError(std::move(err));
-        }
+        auto id = search(*headers, [](const auto& ph) { return ph.p_type == llvm::ELF::PT_NOTE; });
+        if (id) return id;
     } else {
         llvm::consumeError(headers.takeError());
     }
