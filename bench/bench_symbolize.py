@@ -18,6 +18,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -105,8 +106,35 @@ def main():
     print("peak RSS:                  %.1f MB" % (usage.ru_maxrss / 1024))
     print("resolved: function %d, file:line %d, with inlined frames %d, %d frames in all, %d warnings"
           % (r["with_function"], r["with_line"], r["with_inlined"], r["frames"], r["warnings"]))
+    compare_llvm_symbolizer(libs, objects, pool, wall, usage.ru_maxrss / 1024)
     if err.strip():
         print(err.strip(), file=sys.stderr)
+
+
+def compare_llvm_symbolizer(libs, objects, pool, our_wall, our_rss_mb):
+    """The same addresses through LLVM's own command-line tool (one process per object, as it
+    takes one --obj), for a ratio measured in the same run."""
+    tool = shutil.which("llvm-symbolizer-14") or shutil.which("llvm-symbolizer")
+    if not tool:
+        print("llvm-symbolizer: not installed, no comparison")
+        return
+    wall, rss = 0.0, 0.0
+    for index, lib in enumerate(libs):
+        bias = int(objects[index].split(":")[1], 16)
+        addrs = "".join("0x%x\n" % (addr - bias) for i, addr in pool if i == index)
+        t0 = time.monotonic()
+        p = subprocess.Popen([tool, "--inlines", "--obj=" + lib], stdin=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p.stdin.write(addrs.encode())
+        p.stdin.close()
+        _, _, usage = os.wait4(p.pid, 0)
+        p.returncode = 0  # reaped by wait4
+        wall += time.monotonic() - t0
+        rss = max(rss, usage.ru_maxrss / 1024)
+    print("%s --inlines, same addresses: %.2f s wall in all, peak RSS %.1f MB"
+          % (os.path.basename(tool), wall, rss))
+    print("ratio ours / llvm-symbolizer: wall %.2fx, peak RSS %.2fx"
+          % (our_wall / wall, our_rss_mb / rss if rss else float("nan")))
 
 
 if __name__ == "__main__":
