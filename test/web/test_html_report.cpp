@@ -140,6 +140,15 @@ TEST_CASE("frame rule: irrelevant and import system frames") {
     CHECK(report::frame_flags({"libfoo.so+0x10", "/usr/lib/libfoo.so", 0, true}) ==
           report::k_frame_native);
     CHECK(report::frame_flags({"Pyramid", "/usr/lib/libfoo.so", 0, true}) == report::k_frame_native);
+    // Symbolised frames: the source file is shown, the object decides.
+    CHECK(report::frame_flags({"cfunction_call", "Objects/methodobject.c", 548, true,
+                               "/usr/lib/libpython3.12.so.1.0"}) ==
+          (report::k_frame_native | report::k_frame_irrelevant));
+    CHECK(report::frame_flags({"main", "./Programs/python.c", 15, true, "/usr/bin/python3.11"}) ==
+          (report::k_frame_native | report::k_frame_irrelevant));
+    CHECK(report::frame_flags({"hybrid_alloc", "/src/hybrid_ext.c", 26, true,
+                               "/tmp/build/hybrid_ext.cpython-312-x86_64-linux-gnu.so"}) ==
+          report::k_frame_native);
 }
 
 TEST_CASE("call tree: stacks as the resolver gives them, small nodes merged into <other>") {
