@@ -2,8 +2,9 @@
 """Benchmark: cost of `memray run --native` against default `memray run` and against the plain
 program, on the default Python workload (bench/workloads/py_alloc.py), the same with
 PYTHONMALLOC=malloc (every object allocation reaches malloc) and the native workload
-(native_churn), in one run. Prints wall and CPU (user + system, the process and everything it
-waited for) medians, their ratios, and the captures' events and bytes per event.
+(native_churn), in one run, with heaptrack (always native stacks) where installed. Prints wall
+and CPU (user + system, the process and everything it waited for) medians, their ratios, and the
+captures' events and bytes per event.
 
 usage: /usr/bin/python3 bench/bench_native.py [--build DIR] [--reps N] [--python PATH]
                                               [--only python,python-malloc,native]
@@ -32,6 +33,8 @@ from bench import count_events  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
 MODES = ("plain", "default", "native")
+# heaptrack, where installed: it always records native stacks, the tool to compare --native with.
+HEAPTRACK = "heaptrack"
 
 
 def timed(cmd, env=None):
@@ -56,6 +59,8 @@ def timed(cmd, env=None):
 def command(args, mode, cmd, capture):
     if mode == "plain":
         return cmd
+    if mode == HEAPTRACK:
+        return ["heaptrack", "-o", capture, *cmd]
     run = [args.memray, "run", "-f", "-q", "-o", capture]
     if mode == "native":
         run.append("--native")
@@ -64,16 +69,29 @@ def command(args, mode, cmd, capture):
     return [*run, "--", *cmd]
 
 
+def remove_heaptrack_files(prefix):
+    folder, base = os.path.split(prefix)
+    for f in os.listdir(folder):
+        if f.startswith(base):
+            os.unlink(os.path.join(folder, f))
+
+
 def bench_workload(args, name, cmd, work, env=None):
-    samples = {m: [] for m in MODES}
-    captures = {m: os.path.join(work, "%s-%s.bin" % (name, m)) for m in MODES}
+    modes = MODES + ((HEAPTRACK,) if args.heaptrack else ())
+    samples = {m: [] for m in modes}
+    captures = {m: os.path.join(work, "%s-%s.bin" % (name, m)) for m in modes}
     for rep in range(args.reps):
         # Rotate the order too, so no mode always runs right after the same neighbour.
-        order = MODES[rep % 3:] + MODES[:rep % 3]
+        k = rep % len(modes)
+        order = modes[k:] + modes[:k]
         for mode in order:
+            if mode == HEAPTRACK:
+                remove_heaptrack_files(captures[mode])
             samples[mode].append(timed(command(args, mode, cmd, captures[mode]), env=env))
+    if args.heaptrack:
+        remove_heaptrack_files(captures[HEAPTRACK])
     row = {"name": name}
-    for m in MODES:
+    for m in modes:
         row[m] = (statistics.median(w for w, _ in samples[m]),
                   statistics.median(c for _, c in samples[m]))
     for m in ("default", "native"):
@@ -94,6 +112,7 @@ def main():
     only = set(args.only.split(","))
     args.reps = max(args.reps, 3)
     args.memray = os.path.join(args.build, "src", "cli", "memray")
+    args.heaptrack = bool(shutil.which("heaptrack"))
     native_churn = os.path.join(args.build, "test", "integration", "native_churn")
     for exe in (args.memray, native_churn):
         if not os.access(exe, os.X_OK):
@@ -120,13 +139,18 @@ def main():
     print()
     print("memray --native overhead (median of %d alternating runs, scale %g, %s)"
           % (args.reps, scale, args.python))
-    print("%-14s %-5s %8s %8s %8s %9s %9s %10s" % ("workload", "", "plain", "default", "native",
-                                                  "def/plain", "nat/plain", "nat/default"))
+    ht = ("%10s %10s" % ("heaptrack", "ht/native")) if args.heaptrack else "(heaptrack not installed)"
+    print("%-14s %-5s %8s %8s %8s %9s %9s %10s %s" % ("workload", "", "plain", "default", "native",
+                                                     "def/plain", "nat/plain", "nat/default", ht))
     for r in rows:
         for i, what in enumerate(("wall", "cpu")):
             p, d, n = r["plain"][i], r["default"][i], r["native"][i]
-            print("%-14s %-5s %7.3fs %7.3fs %7.3fs %8.3fx %8.3fx %9.3fx"
-                  % (r["name"] if i == 0 else "", what, p, d, n, d / p, n / p, n / d))
+            extra = ""
+            if args.heaptrack:
+                h = r[HEAPTRACK][i]
+                extra = " %9.3fs %9.3fx" % (h, h / n)
+            print("%-14s %-5s %7.3fs %7.3fs %7.3fs %8.3fx %8.3fx %9.3fx%s"
+                  % (r["name"] if i == 0 else "", what, p, d, n, d / p, n / p, n / d, extra))
     print()
     print("%-14s %12s %12s %14s %14s" % ("capture", "default ev", "native ev", "default B/ev",
                                          "native B/ev"))
