@@ -31,6 +31,8 @@ PACKAGES=(
     chromium
     # --native tests build a small C extension module for Debian's python3 (Python.h).
     python3-dev
+    # attach-32bit builds a 32-bit target (gcc -m32) to check that attach refuses it cleanly.
+    gcc-multilib
 )
 # The HTML reports bundle npm packages at build time: node and npm, from Debian when the machine
 # has no node of its own.
