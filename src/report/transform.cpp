@@ -24,7 +24,10 @@ struct Row {
     format::Allocator allocator;
     uint64_t count = 0;
     uint64_t bytes = 0;
-    std::vector<Frame> frames;  // innermost first
+    // Innermost first; into the resolver's frame table (shared, not copied: a million rows of
+    // deep stacks would otherwise hold gigabytes of strings).
+    std::vector<const Frame*> frames;
+    std::vector<uint32_t> ids;  // the same as frame ids, until the table stops growing
 };
 
 // Rows ordered by size (largest first), then count, allocator, thread and stack, so the output
@@ -37,21 +40,31 @@ std::vector<Row> rows_of(const Snapshot& s, const StackResolver& resolver, bool 
         int64_t thread = split_threads ? int64_t(l.thread) : -1;
         auto [it, fresh] = index.emplace(std::make_tuple(l.node, thread, uint8_t(l.allocator)),
                                          rows.size());
-        if (fresh) rows.push_back({l.node, thread, l.allocator, 0, 0, resolver.stack(l.node)});
+        if (fresh) {
+            rows.push_back({l.node, thread, l.allocator, 0, 0, {}, {}});
+            resolver.stack_ids(l.node, rows.back().ids);
+        }
         rows[it->second].count += l.count;
         rows[it->second].bytes += l.bytes;
     }
-    auto stack_key = [](const Row& r) {
-        std::vector<std::tuple<std::string, std::string, uint32_t>> k;
-        for (const Frame& f : r.frames) k.emplace_back(f.function, f.file, f.line);
-        return k;
+    // Every stack is resolved: the resolver's frame table no longer grows, pointers stay valid.
+    for (Row& r : rows) {
+        r.frames.reserve(r.ids.size());
+        for (uint32_t id : r.ids) r.frames.push_back(&resolver.frame_at(id));
+        r.ids = {};
+    }
+    // Stacks compare frame by frame on (function, file, line), in place: copying them into keys
+    // on every comparison made sorting a million equal-sized rows take most of a minute.
+    auto frame_less = [](const Frame* x, const Frame* y) {
+        return std::tie(x->function, x->file, x->line) < std::tie(y->function, y->file, y->line);
     };
     std::sort(rows.begin(), rows.end(), [&](const Row& a, const Row& b) {
         if (a.bytes != b.bytes) return a.bytes > b.bytes;
         if (a.count != b.count) return a.count > b.count;
         if (a.allocator != b.allocator) return a.allocator < b.allocator;
         if (a.thread != b.thread) return a.thread < b.thread;
-        return stack_key(a) < stack_key(b);
+        return std::lexicographical_compare(a.frames.begin(), a.frames.end(), b.frames.begin(),
+                                            b.frames.end(), frame_less);
     });
     return rows;
 }
@@ -81,8 +94,8 @@ std::string render_csv(const Snapshot& s, const std::vector<Row>& rows) {
         std::string stack;
         for (size_t i = 0; i < r.frames.size(); ++i) {
             if (i) stack += '|';
-            stack += fmt::format("{};{};{}", r.frames[i].function, r.frames[i].file,
-                                 r.frames[i].line);
+            stack += fmt::format("{};{};{}", r.frames[i]->function, r.frames[i]->file,
+                                 r.frames[i]->line);
         }
         out += fmt::format("{},{},{},{},{},{}\r\n", format::allocator_name(r.allocator), r.count,
                            r.bytes, r.thread, csv_field(thread_label(s, r.thread)),
@@ -99,9 +112,9 @@ std::string render_gprof2dot(const std::vector<Row>& rows) {
     for (const Row& r : rows) {
         if (r.frames.empty()) continue;
         std::string chain;
-        for (const Frame& f : r.frames) {
-            auto [it, fresh] = index.emplace(std::make_pair(f.function, f.file), functions.size());
-            if (fresh) functions.push_back(&f);
+        for (const Frame* f : r.frames) {
+            auto [it, fresh] = index.emplace(std::make_pair(f->function, f->file), functions.size());
+            if (fresh) functions.push_back(f);
             if (!chain.empty()) chain += ", ";
             chain += std::to_string(it->second);
         }
@@ -131,9 +144,9 @@ std::string render_speedscope(const std::vector<Row>& rows, const format::Header
         if (r.frames.empty()) continue;
         std::vector<size_t> sample;
         for (auto f = r.frames.rbegin(); f != r.frames.rend(); ++f) {  // root to leaf
-            auto [it, fresh] =
-                index.emplace(std::make_tuple(f->function, f->file, f->line), frames.size());
-            if (fresh) frames.push_back(&*f);
+            auto [it, fresh] = index.emplace(
+                std::make_tuple((*f)->function, (*f)->file, (*f)->line), frames.size());
+            if (fresh) frames.push_back(*f);
             sample.push_back(it->second);
         }
         auto [it, fresh] = samples.emplace(sample, std::make_pair(uint64_t(0), uint64_t(0)));
@@ -300,7 +313,7 @@ std::string render_pprof(const Snapshot& s, const std::vector<Row>& rows,
     for (const Row& r : rows) {
         Proto sample;
         std::vector<uint64_t> ids;
-        for (const Frame& f : r.frames) ids.push_back(location_id(f));  // leaf first
+        for (const Frame* f : r.frames) ids.push_back(location_id(*f));  // leaf first
         if (ids.empty()) ids.push_back(location_id(Frame{"<unknown stack>", "", 0, false}));
         sample.field_packed(1, ids);
         Proto values;
