@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "report/flat_map.hpp"
+#include "report/output_path.hpp"
 #include "report/python_lines.hpp"
 
 namespace memray::report {
@@ -27,10 +28,6 @@ namespace {
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 bool ends_with(std::string_view s, std::string_view p) {
     return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
-}
-std::string_view basename_of(std::string_view path) {
-    auto slash = path.rfind('/');
-    return slash == std::string_view::npos ? path : path.substr(slash + 1);
 }
 
 // ---- compact JSON -------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <string_view>
 
+#include "report/output_path.hpp"
 #include "report/python_lines.hpp"
 
 namespace memray::report {
@@ -13,11 +14,6 @@ namespace {
 
 constexpr const char* k_bootstrap_file = "<memray>";
 constexpr std::string_view k_eval_loop = "_PyEval_EvalFrameDefault";
-
-std::string basename_of(const std::string& path) {
-    auto slash = path.rfind('/');
-    return slash == std::string::npos ? path : path.substr(slash + 1);
-}
 
 // GCC may split the loop into "_PyEval_EvalFrameDefault.cold" and similar parts.
 bool is_eval_loop(const std::string& function) {

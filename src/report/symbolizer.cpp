@@ -33,6 +33,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "report/output_path.hpp"
+
 namespace memray::report {
 
 namespace {
@@ -50,11 +52,6 @@ std::string to_hex(std::string_view bytes) {
         out.push_back(k_digits[c & 15]);
     }
     return out;
-}
-
-std::string basename_of(const std::string& path) {
-    auto slash = path.rfind('/');
-    return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
 std::string dirname_of(const std::string& path) {
@@ -79,7 +76,7 @@ bool is_regular_file(const std::string& path) {
 // "[vdso]" (/proc/PID/maps).
 bool is_fileless(const std::string& path) {
     if (path.empty() || path.front() == '[') return true;
-    std::string base = basename_of(path);
+    std::string base(basename_of(path));
     return base.rfind("linux-vdso", 0) == 0 || base.rfind("linux-gate", 0) == 0;
 }
 
@@ -278,7 +275,7 @@ struct Symbolizer::Impl {
         for (const auto& dir : options.debug_dirs) {
             if (has_id) out.push_back(build_id_tree_path(dir, o.build_id));
             out.push_back(below(dir, o.path));
-            out.push_back(below(dir, basename_of(o.path)));
+            out.push_back(below(dir, std::string(basename_of(o.path))));
         }
         if (has_id) {
             if (!options.sysroot.empty())
