@@ -120,7 +120,7 @@ class TreeBuilder {
     TreeBuilder(const StackResolver& resolver, const format::Reader& reader)
         : m_resolver(resolver), m_nodes(reader.nodes()), m_codes(reader.codes()),
           m_frame_of(reader.nodes().size(), 0),
-          m_py(reader.nodes().size(), k_unset), m_nat(reader.nodes().size(), k_unset) {
+          m_py(reader.nodes().size(), k_unset) {
         intern({"<root>", "", 0, false});
         intern({"<other>", "", 0, false});
         parent.push_back(0);
@@ -133,10 +133,9 @@ class TreeBuilder {
         // kinds: resolve those through the resolver, whose per-node results are cached.
         if (m_slow || m_resolver.has_native()) return slow_node_for(n);
         uint32_t t = py_node(n);
-        if (t == 0) t = native_node(n);
-        // The memoised walk below mirrors StackResolver::stack()'s choice of frames. Check it
-        // against the real thing on the first stacks; should the resolver's rules change
-        // (hybrid stacks), fall back to resolving every stack through it.
+        // Python-only captures: the memoised walk below mirrors StackResolver::stack()'s choice
+        // of frames. Check it against the real thing on the first stacks; should the resolver's
+        // rules change, fall back to resolving every stack through it.
         if (m_checked < 256) {
             ++m_checked;
             std::vector<Frame> want = m_resolver.stack(n);
@@ -209,21 +208,6 @@ class TreeBuilder {
         }
         return valid(n) ? m_py[n] : 0;
     }
-    uint32_t native_node(uint32_t n) {
-        m_path.clear();
-        uint32_t x = n;
-        while (valid(x) && m_nat[x] == k_unset && m_path.size() < m_nodes.size()) {
-            m_path.push_back(x);
-            x = m_nodes[x].parent;
-        }
-        uint32_t t = valid(x) && m_nat[x] != k_unset ? m_nat[x] : 0;
-        for (size_t i = m_path.size(); i-- > 0;) {
-            uint32_t y = m_path[i];
-            if (m_nodes[y].kind == format::FrameKind::Native) t = child(t, frame_index(y));
-            m_nat[y] = t;
-        }
-        return valid(n) ? m_nat[n] : 0;
-    }
     uint32_t slow_node_for(uint32_t n) {
         m_resolver.stack_ids(n, m_ids);
         uint32_t t = 0;
@@ -241,7 +225,7 @@ class TreeBuilder {
     const std::vector<format::CodeInfo>& m_codes;
     FlatMap<uint32_t> m_code_lines;  // (code, line) -> frame index + 1
     std::vector<uint32_t> m_frame_of;  // reader node -> frame index + 1
-    std::vector<uint32_t> m_py, m_nat;
+    std::vector<uint32_t> m_py;
     std::vector<uint32_t> m_path;
     std::vector<uint32_t> m_ids;
     std::vector<uint32_t> m_from_resolver;  // resolver frame id -> frame index + 1
