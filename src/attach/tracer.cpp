@@ -263,29 +263,30 @@ struct Tracer::Impl {
         return tids;
     }
 
-    // State letter of a thread from /proc (0 if it is gone).
-    char task_state(pid_t tid) const {
-        std::string path = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat";
+    // The fields of a /proc stat file after "(comm) ", "" when it cannot be read. comm may
+    // contain spaces and parentheses, so the last ')' ends it.
+    static std::string stat_fields(const std::string& path) {
         FILE* f = std::fopen(path.c_str(), "re");
-        if (!f) return 0;
-        char buf[512] = {};
-        size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-        std::fclose(f);
-        const char* paren = std::strrchr(buf, ')');  // comm may contain spaces and parentheses
-        if (!paren || paren + 2 >= buf + n) return 0;
-        return paren[2];
-    }
-
-    pid_t parent_of_target() const {
-        std::string path = "/proc/" + std::to_string(pid) + "/stat";
-        FILE* f = std::fopen(path.c_str(), "re");
-        if (!f) return 0;
+        if (!f) return {};
         char buf[512] = {};
         size_t n = std::fread(buf, 1, sizeof buf - 1, f);
         std::fclose(f);
         const char* paren = std::strrchr(buf, ')');
-        if (!paren || paren + 4 >= buf + n) return 0;
-        return static_cast<pid_t>(std::atoi(paren + 4));  // ") S PPID"
+        if (!paren || paren + 2 >= buf + n) return {};
+        return std::string(paren + 2, size_t(buf + n - (paren + 2)));
+    }
+
+    // State letter of a thread from /proc (0 if it is gone).
+    char task_state(pid_t tid) const {
+        std::string f =
+            stat_fields("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
+        return f.empty() ? 0 : f[0];
+    }
+
+    pid_t parent_of_target() const {
+        std::string f = stat_fields("/proc/" + std::to_string(pid) + "/stat");
+        if (f.size() < 3) return 0;
+        return static_cast<pid_t>(std::atoi(f.c_str() + 2));  // "S PPID ..."
     }
 
     void attach() {
