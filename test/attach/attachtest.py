@@ -21,7 +21,9 @@ FREES = {"FREE", "PYMALLOC_FREE"}
 
 
 def require_attach(memray):
-    """Skips (77) while `memray attach`/`detach` are still the placeholders."""
+    """Skips (77) when this machine forbids ptrace (see mrtest.require_ptrace), or while
+    `memray attach`/`detach` are still the placeholders."""
+    mrtest.require_ptrace()
     p = subprocess.run([memray, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for line in p.stdout.decode(errors="replace").splitlines():
         words = line.split()
@@ -149,6 +151,30 @@ def process_running(pid):
     if not ok:
         print("  process %d: State=%s TracerPid=%s" % (pid, " ".join(state), tracer))
     return ok
+
+
+def wait_blocked(pid, syscall_nr, count, timeout=10.0):
+    """Waits until `count` threads of pid sit in system call `syscall_nr` (from
+    /proc/PID/task/TID/syscall, whose first field is the call a blocked thread is in)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        blocked = 0
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            return False
+        for tid in tids:
+            try:
+                with open("/proc/%d/task/%s/syscall" % (pid, tid)) as f:
+                    first = f.read().split()
+            except OSError:
+                continue
+            if first and first[0] == str(syscall_nr):
+                blocked += 1
+        if blocked >= count:
+            return True
+        time.sleep(0.005)
+    return False
 
 
 def wait_untraced(pid, timeout=5.0):

@@ -15,10 +15,10 @@ import sys
 
 import attachtest as at
 import mrtest
+import pythons  # noqa: E402 (made importable by mrtest)
 import nativetest as nt
 from test_native_hybrid import build_extension, check_events, check_hybrid, ext_size, \
     is_python_frame
-from test_python_pattern import find_interpreter
 
 N_CALLS = 6
 N_KEPT = 2
@@ -26,9 +26,7 @@ N_KEPT = 2
 
 def main():
     memray, version, ext_source, script_src = sys.argv[1:5]
-    python = find_interpreter(version)
-    if python is None:
-        mrtest.skip("interpreter for Python %s not installed" % version)
+    python = pythons.require(version)
     at.require_attach(memray)
     c = mrtest.Checker("attach-native-hybrid-" + version)
     work = mrtest.scratch_dir("anh" + version)

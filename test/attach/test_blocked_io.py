@@ -8,7 +8,6 @@ usage: test_blocked_io.py MEMRAY BLOCKED_IO
 
 import os
 import sys
-import time
 
 import attachtest as at
 import mrtest
@@ -28,7 +27,8 @@ def main():
     if not c.check(t.expect(r"^ready ") is not None, "target ready"):
         t.kill()
         c.finish()
-    time.sleep(0.2)  # every thread is now blocked or looping
+    # The reader, xmm-block and main threads block in read(2) (x86_64 syscall 0).
+    c.check(at.wait_blocked(t.pid, 0, 3), "the three blocking threads are inside read()")
 
     for cycle in range(3):
         capture = os.path.join(work, "cycle%d.bin" % cycle)

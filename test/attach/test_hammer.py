@@ -23,6 +23,16 @@ def count(t):
     return int(line.split()[1]) if line else None
 
 
+def wait_progress(t, since, timeout=30):
+    """Waits until the target's operation count passes `since`; the new count (None if not)."""
+    deadline = time.monotonic() + timeout
+    while since is not None and time.monotonic() < deadline:
+        now = count(t)
+        if now is not None and now > since:
+            return now
+    return None
+
+
 def main():
     memray, exe = sys.argv[1:3]
     cycles = int(sys.argv[3]) if len(sys.argv) > 3 else 50
@@ -33,9 +43,8 @@ def main():
     if not c.check(t.expect(r"^ready ") is not None, "target ready"):
         t.kill()
         c.finish()
-    time.sleep(0.2)
+    last = wait_progress(t, count(t))  # the threads are hammering the allocator
     started = time.monotonic()
-    last = count(t)
     readable = 0
     for i in range(cycles):
         capture = os.path.join(work, "c%02d.bin" % i)
@@ -47,7 +56,7 @@ def main():
             break
         if not c.equal(p.returncode, 0, "cycle %d: attach exit code" % i):
             break
-        time.sleep(0.05)
+        wait_progress(t, count(t))  # the threads allocate while tracked
         try:
             p = at.detach(memray, t.pid, timeout=COMMAND_TIMEOUT)
         except subprocess.TimeoutExpired:

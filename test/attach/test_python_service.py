@@ -15,7 +15,8 @@ import sys
 
 import attachtest as at
 import mrtest
-from test_python_pattern import find_interpreter, use_oracle_lines
+import pythons  # noqa: E402 (made importable by mrtest)
+from test_python_pattern import use_oracle_lines
 
 
 def check_capture(c, memray, python, script, capture, k, consts, marks, tag):
@@ -75,9 +76,7 @@ def check_capture(c, memray, python, script, capture, k, consts, marks, tag):
 
 def main():
     memray, script_src, version = sys.argv[1:4]
-    python = find_interpreter(version)
-    if python is None:
-        mrtest.skip("interpreter for Python %s not installed" % version)
+    python = pythons.require(version)
     at.require_attach(memray)
     c = mrtest.Checker("attach-python-" + version)
     work = mrtest.scratch_dir("at-py" + version)

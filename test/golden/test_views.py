@@ -8,21 +8,13 @@ usage: test_views.py MEMRAY VIEWS_DUMP TARGET.py
 """
 
 import csv
-import glob
 import io
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import mrtest  # noqa: E402
-
-
-def find_python():
-    for cand in sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[1-3].*/bin/python"))):
-        return cand
-    if os.path.exists("/usr/bin/python3"):
-        return "/usr/bin/python3"
-    return None
+import pythons  # noqa: E402
 
 
 def marks(path):
@@ -52,9 +44,11 @@ def csv_rows(memray, capture, work, extra):
 
 def main():
     memray, dump, target = sys.argv[1:4]
-    python = find_python()
-    if python is None:
-        mrtest.skip("no Python interpreter (pyenv 3.11+ or /usr/bin/python3)")
+    # Any 3.11+ will do (the target's line tables are read with the interpreter's own).
+    found = pythons.available(["3.11", "3.12", "3.13", "debian"])
+    if not found:
+        mrtest.skip("no Python 3.11+ interpreter (pyenv 3.11-3.13 or Debian's python3)")
+    python = found[0][1]
     c = mrtest.Checker("views")
     work = mrtest.scratch_dir("views")
     capture = os.path.join(work, "views.bin")

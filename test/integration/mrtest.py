@@ -14,12 +14,46 @@ import subprocess
 import sys
 import tempfile
 
+# test/pythons.py (the one list of interpreters) sits one level up; every driver imports mrtest.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 SKIP = 77
 
 
 def skip(reason):
     print("SKIP: " + reason)
     sys.exit(SKIP)
+
+
+def require_ptrace():
+    """Skips (77) unless a process may PTRACE_SEIZE a sibling, as `memray attach` must: Yama's
+    ptrace_scope, a missing CAP_SYS_PTRACE or a seccomp filter can forbid it."""
+    probe = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+PTRACE_SEIZE, PTRACE_DETACH = 0x4206, 17
+pid = int(sys.argv[1])
+if libc.ptrace(PTRACE_SEIZE, pid, None, None) != 0:
+    print(os.strerror(ctypes.get_errno()))
+    sys.exit(1)
+libc.ptrace(PTRACE_DETACH, pid, None, None)
+"""
+    target = subprocess.Popen(["sleep", "60"])
+    try:
+        p = subprocess.run([sys.executable, "-c", probe, str(target.pid)], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=30)
+    finally:
+        target.kill()
+        target.wait()
+    if p.returncode != 0:
+        scope = ""
+        try:
+            with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+                scope = " (yama ptrace_scope=%s)" % f.read().strip()
+        except OSError:
+            pass
+        skip("this machine does not let a process ptrace its sibling%s: %s"
+             % (scope, p.stdout.decode(errors="replace").strip()))
 
 
 class Checker:

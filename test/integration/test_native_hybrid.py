@@ -17,8 +17,8 @@ import shutil
 import sys
 
 import mrtest
+import pythons  # noqa: E402 (made importable by mrtest)
 import nativetest as nt
-from test_python_pattern import find_interpreter
 
 N_CALLS = 9
 N_KEPT = 4
@@ -158,9 +158,7 @@ def main():
     memray, mode, version, ext_source, script_src = sys.argv[1:6]
     if mode != "run":
         raise SystemExit("unknown mode " + mode)
-    python = find_interpreter(version)
-    if python is None:
-        mrtest.skip("interpreter for Python %s not installed" % version)
+    python = pythons.require(version)
     c = mrtest.Checker("native-hybrid-" + version)
     work = mrtest.scratch_dir("nhy" + version)
     _, py_version = build_extension(python, ext_source, work)

@@ -5,25 +5,13 @@ usage: test_python_pattern.py MEMRAY SCRIPT VERSION   (VERSION: 3.8 ... 3.13 or 
 """
 
 import ast
-import glob
 import os
 import re
 import shutil
 import sys
 
 import mrtest
-
-
-def find_interpreter(version):
-    if version == "debian":
-        path = "/usr/bin/python3"
-        return path if os.access(path, os.X_OK) else None
-    home = os.path.expanduser("~")
-    for cand in sorted(glob.glob(os.path.join(home, ".pyenv", "versions", version + ".*",
-                                              "bin", "python"))):
-        if os.access(cand, os.X_OK):
-            return cand
-    return None
+import pythons  # noqa: E402 (made importable by mrtest)
 
 
 # Runs inside the *target* interpreter: maps (function, first line, byte offset) of the script's
@@ -107,9 +95,7 @@ def script_facts(path):
 
 def main():
     memray, script_src, version = sys.argv[1:4]
-    python = find_interpreter(version)
-    if python is None:
-        mrtest.skip("interpreter for Python %s not installed" % version)
+    python = pythons.require(version)
 
     buffer_size, n_alloc, n_freed, marks = script_facts(script_src)
     # bytearray(n) requests n + 1 bytes (room for the trailing NUL) from the object allocator;
