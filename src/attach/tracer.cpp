@@ -3,8 +3,9 @@
 // shared/docs/FIELD-NOTES.md ("Stopping and calling into a live process") for the traps.
 #include "attach/tracer.hpp"
 
+#include "attach/proc_files.hpp"
+
 #include <cpuid.h>
-#include <dirent.h>
 #include <elf.h>
 #include <fcntl.h>
 #include <libunwind-ptrace.h>
@@ -250,48 +251,8 @@ struct Tracer::Impl {
 
     // ---- attach ----------------------------------------------------------------------------
 
-    std::vector<pid_t> list_tasks() const {
-        std::vector<pid_t> tids;
-        std::string dir = "/proc/" + std::to_string(pid) + "/task";
-        DIR* d = ::opendir(dir.c_str());
-        if (!d) return tids;
-        while (dirent* e = ::readdir(d)) {
-            if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-            tids.push_back(std::atoi(e->d_name));
-        }
-        ::closedir(d);
-        return tids;
-    }
-
-    // The fields of a /proc stat file after "(comm) ", "" when it cannot be read. comm may
-    // contain spaces and parentheses, so the last ')' ends it.
-    static std::string stat_fields(const std::string& path) {
-        FILE* f = std::fopen(path.c_str(), "re");
-        if (!f) return {};
-        char buf[512] = {};
-        size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-        std::fclose(f);
-        const char* paren = std::strrchr(buf, ')');
-        if (!paren || paren + 2 >= buf + n) return {};
-        return std::string(paren + 2, size_t(buf + n - (paren + 2)));
-    }
-
-    // State letter of a thread from /proc (0 if it is gone).
-    char task_state(pid_t tid) const {
-        std::string f =
-            stat_fields("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
-        return f.empty() ? 0 : f[0];
-    }
-
-    pid_t parent_of_target() const {
-        std::string f = stat_fields("/proc/" + std::to_string(pid) + "/stat");
-        if (f.size() < 3) return 0;
-        return static_cast<pid_t>(std::atoi(f.c_str() + 2));  // "S PPID ..."
-    }
-
     void attach() {
-        std::string mem = "/proc/" + std::to_string(pid) + "/mem";
-        mem_fd = ::open(mem.c_str(), O_RDWR | O_CLOEXEC);
+        mem_fd = ::open(proc::path(pid, "mem").c_str(), O_RDWR | O_CLOEXEC);
         if (mem_fd < 0) {
             if (errno == ENOENT) throw NoSuchProcess("no process with pid " + std::to_string(pid));
             if (errno == ESRCH) throw exited_error();  // a zombie: it has no memory left
@@ -300,7 +261,7 @@ struct Tracer::Impl {
                                "/proc/sys/kernel/yama/ptrace_scope");
         }
         for (int round = 0;; ++round) {
-            std::vector<pid_t> tids = list_tasks();
+            std::vector<pid_t> tids = proc::task_ids(pid);
             if (tids.empty() && threads.empty())
                 throw NoSuchProcess(who() + " exited (or does not exist)");
             bool added = false;
@@ -312,7 +273,7 @@ struct Tracer::Impl {
                     int e = errno;
                     if (e == ESRCH) continue;  // the thread exited meanwhile
                     // The kernel refuses to seize a thread that already exited (a zombie).
-                    char state = task_state(tid);
+                    char state = proc::task_state(pid, tid);
                     if (e == EPERM && (state == 0 || state == 'Z' || state == 'X')) continue;
                     if (e == EPERM)
                         throw NotPermitted("not permitted to trace thread " + std::to_string(tid) +
@@ -330,7 +291,7 @@ struct Tracer::Impl {
             if (!added) break;
             if (round > 1000) throw AttachError(who() + " creates threads faster than they can be traced");
         }
-        parent_is_us = parent_of_target() == ::getpid();
+        parent_is_us = proc::parent_of(pid) == ::getpid();
         if (threads.empty() || ::kill(pid, 0) != 0)
             throw NoSuchProcess(who() + " exited during attach");
         unwind_space = unw_create_addr_space(&_UPT_accessors, 0);
@@ -597,7 +558,7 @@ struct Tracer::Impl {
     // dying, is the hint; then every thread must be gone within moments.
     bool process_exited() {
         sweep_lost();
-        char leader = task_state(pid);
+        char leader = proc::task_state(pid, pid);
         bool hint = threads.empty() || saw_exit || leader == 0 || leader == 'Z' || leader == 'X';
         if (!hint) return false;
         auto grace = std::min<std::chrono::milliseconds>(options.timeout, std::chrono::milliseconds(2000));
@@ -624,7 +585,7 @@ struct Tracer::Impl {
         auto it = threads.find(tid);
         if (it == threads.end() || it->second.lost) {
             if (threads.empty()) throw exited_error();
-            char state = task_state(tid);
+            char state = proc::task_state(pid, tid);
             if (it != threads.end() || dying.count(tid) || state == 0 || state == 'Z' || state == 'X')
                 thread_gone(tid, "attach");
             throw AttachError("thread " + std::to_string(tid) + " of " + who() + " is not traced");
@@ -677,11 +638,9 @@ struct Tracer::Impl {
         loader_ranges.clear();
         libc_ranges.clear();
         for (const Mapping& m : read_maps(pid)) {
-            size_t slash = m.path.rfind('/');
-            std::string base = slash == std::string::npos ? m.path : m.path.substr(slash + 1);
-            if (base.rfind("ld-linux", 0) == 0 || base.rfind("ld-2.", 0) == 0 || base.rfind("ld-musl", 0) == 0)
+            if (proc::is_loader(m.path))
                 loader_ranges.push_back({m.start, m.end});
-            else if (base.rfind("libc.so", 0) == 0 || base.rfind("libc-2.", 0) == 0)
+            else if (proc::is_libc(m.path))
                 libc_ranges.push_back({m.start, m.end});
         }
     }
@@ -1066,10 +1025,7 @@ struct Tracer::Impl {
         if (syscall_insn) return syscall_insn;
         for (const Mapping& m : read_maps(pid)) {
             if (m.perms.size() < 3 || m.perms[2] != 'x') continue;
-            size_t slash = m.path.rfind('/');
-            std::string base = slash == std::string::npos ? m.path : m.path.substr(slash + 1);
-            if (base.rfind("libc.so", 0) != 0 && base.rfind("libc-2.", 0) != 0 && m.path != "[vdso]")
-                continue;
+            if (!proc::is_libc(m.path) && m.path != "[vdso]") continue;
             std::vector<uint8_t> buf(65536);
             for (uint64_t a = m.start; a < m.end; a += buf.size() - 1) {
                 size_t n = std::min<uint64_t>(buf.size(), m.end - a);
