@@ -113,6 +113,14 @@ void Tracer::Impl::release_exiting(pid_t tid) {
     else dying.insert(tid);  // killed in the exit stop: its death is still ours to reap
 }
 
+// The thread running a remote call or a single step exited or is exiting: its waiter stops.
+void Tracer::Impl::note_call_exit(pid_t tid, int status) {
+    if (tid != call_tid) return;
+    call_event.seen = true;
+    call_event.exited = true;
+    call_event.status = status;
+}
+
 void Tracer::Impl::handle(pid_t tid, int status) {
     if (dying.count(tid)) {
         if (WIFEXITED(status) || WIFSIGNALED(status)) dying.erase(tid);
@@ -123,11 +131,7 @@ void Tracer::Impl::handle(pid_t tid, int status) {
     if (it == threads.end()) return;
     Thread& t = it->second;
     if (WIFEXITED(status) || WIFSIGNALED(status)) {
-        if (tid == call_tid) {
-            call_event.seen = true;
-            call_event.exited = true;
-            call_event.status = status;
-        }
+        note_call_exit(tid, status);
         saw_exit = true;
         threads.erase(it);
         return;
@@ -140,11 +144,7 @@ void Tracer::Impl::handle(pid_t tid, int status) {
     int event = status >> 16;
 
     if (event == PTRACE_EVENT_EXIT) {
-        if (tid == call_tid) {
-            call_event.seen = true;
-            call_event.exited = true;
-            call_event.status = status;
-        }
+        note_call_exit(tid, status);
         release_exiting(tid);
         return;
     }

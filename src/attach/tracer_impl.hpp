@@ -136,6 +136,7 @@ struct Tracer::Impl {
     [[noreturn]] void request_failed(pid_t tid, const std::string& what);
     void sweep_lost();
     void release_exiting(pid_t tid);
+    void note_call_exit(pid_t tid, int status);
     void handle(pid_t tid, int status);
     Poll poll_one(pid_t tid, int& status);
     Wait pump(Clock::time_point deadline, const std::function<bool()>& done,
