@@ -1,5 +1,8 @@
-// Pre-flight checks from /proc: everything here reads files and never stops the target.
+// Pre-flight checks (inspect_process): what /proc says about a process decides, before anything
+// touches it, whether attach can go ahead, and with which one-line error if not.
 #include "attach/tracer.hpp"
+
+#include "attach/proc_files.hpp"
 
 #include <elf.h>
 #include <fcntl.h>
@@ -7,62 +10,18 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <sstream>
 
 namespace memray::attach {
 
 namespace {
 
-std::string proc_path(pid_t pid, const char* leaf) {
-    return "/proc/" + std::to_string(pid) + "/" + leaf;
-}
-
-bool read_file(const std::string& path, std::string& out, int& err) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        err = errno;
-        return false;
-    }
-    out.clear();
-    char buf[4096];
-    for (;;) {
-        ssize_t n = ::read(fd, buf, sizeof buf);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            err = errno;
-            ::close(fd);
-            return false;
-        }
-        if (n == 0) break;
-        out.append(buf, static_cast<size_t>(n));
-    }
-    ::close(fd);
-    return true;
-}
-
-std::string status_field(const std::string& status, const char* key) {
-    const std::string needle = std::string(key) + ":";
-    size_t at = 0;
-    while (at < status.size()) {
-        size_t eol = status.find('\n', at);
-        if (eol == std::string::npos) eol = status.size();
-        if (status.compare(at, needle.size(), needle) == 0) {
-            size_t begin = status.find_first_not_of(" \t", at + needle.size());
-            if (begin == std::string::npos || begin > eol) return {};
-            return status.substr(begin, eol - begin);
-        }
-        at = eol + 1;
-    }
-    return {};
-}
-
 std::string comm_of(pid_t pid) {
     std::string comm;
     int err = 0;
-    if (!read_file(proc_path(pid, "comm"), comm, err)) return "?";
+    if (!proc::read_file(proc::path(pid, "comm"), comm, err)) return "?";
     while (!comm.empty() && comm.back() == '\n') comm.pop_back();
     return comm;
 }
@@ -70,8 +29,8 @@ std::string comm_of(pid_t pid) {
 bool have_cap_sys_ptrace() {
     std::string status;
     int err = 0;
-    if (!read_file("/proc/self/status", status, err)) return geteuid() == 0;
-    std::string caps = status_field(status, "CapEff");
+    if (!proc::read_file("/proc/self/status", status, err)) return geteuid() == 0;
+    std::string caps = proc::status_field(status, "CapEff");
     unsigned long long mask = std::strtoull(caps.c_str(), nullptr, 16);
     return (mask >> 19) & 1;  // CAP_SYS_PTRACE
 }
@@ -80,7 +39,7 @@ std::string permission_hint(pid_t pid) {
     std::string scope;
     int err = 0;
     std::string hint = "run as root or with CAP_SYS_PTRACE";
-    if (read_file("/proc/sys/kernel/yama/ptrace_scope", scope, err)) {
+    if (proc::read_file("/proc/sys/kernel/yama/ptrace_scope", scope, err)) {
         int value = std::atoi(scope.c_str());
         if (value == 3) return "ptrace is disabled on this machine (/proc/sys/kernel/yama/ptrace_scope is 3)";
         if (value >= 1)
@@ -93,39 +52,6 @@ std::string permission_hint(pid_t pid) {
 
 }  // namespace
 
-std::vector<Mapping> read_maps(pid_t pid) {
-    std::string text;
-    int err = 0;
-    if (!read_file(proc_path(pid, "maps"), text, err)) {
-        if (err == ENOENT || err == ESRCH)
-            throw NoSuchProcess("no process with pid " + std::to_string(pid));
-        throw AttachError("cannot read /proc/" + std::to_string(pid) + "/maps: " + strerror(err));
-    }
-    std::vector<Mapping> maps;
-    std::istringstream in(text);
-    std::string line;
-    while (std::getline(in, line)) {
-        Mapping m;
-        char perms[8] = {};
-        unsigned long long start, end, offset, inode;
-        unsigned int major, minor;
-        int consumed = 0;
-        if (std::sscanf(line.c_str(), "%llx-%llx %7s %llx %x:%x %llu %n", &start, &end, perms,
-                        &offset, &major, &minor, &inode, &consumed) < 7)
-            continue;
-        m.start = start;
-        m.end = end;
-        m.offset = offset;
-        m.perms = perms;
-        m.dev_major = major;
-        m.dev_minor = minor;
-        m.inode = inode;
-        if (consumed > 0 && static_cast<size_t>(consumed) <= line.size()) m.path = line.substr(consumed);
-        maps.push_back(std::move(m));
-    }
-    return maps;
-}
-
 ProcessInfo inspect_process(pid_t pid) {
     const std::string who = "process " + std::to_string(pid);
     if (pid <= 0) throw NoSuchProcess("invalid pid " + std::to_string(pid));
@@ -134,25 +60,26 @@ ProcessInfo inspect_process(pid_t pid) {
 
     std::string status;
     int err = 0;
-    if (!read_file(proc_path(pid, "status"), status, err)) {
+    if (!proc::read_file(proc::path(pid, "status"), status, err)) {
         if (err == ENOENT || err == ESRCH)
             throw NoSuchProcess("no process with pid " + std::to_string(pid) +
                                 ": check the pid (ps -p " + std::to_string(pid) + ")");
         throw AttachError("cannot read /proc/" + std::to_string(pid) + "/status: " + strerror(err));
     }
     // A thread id of another process also has a /proc entry; attach wants the process.
-    pid_t tgid = std::atoi(status_field(status, "Tgid").c_str());
+    pid_t tgid = std::atoi(proc::status_field(status, "Tgid").c_str());
     if (tgid != 0 && tgid != pid)
         throw AttachError(std::to_string(pid) + " is a thread of process " + std::to_string(tgid) +
                           ": use pid " + std::to_string(tgid));
 
-    std::string state = status_field(status, "State");
+    std::string state = proc::status_field(status, "State");
     info.state = state.empty() ? '?' : state[0];
-    info.tracer = std::atoi(status_field(status, "TracerPid").c_str());
-    info.uid = static_cast<uid_t>(std::strtoul(status_field(status, "Uid").c_str(), nullptr, 10));
-    info.seccomp = std::atoi(status_field(status, "Seccomp").c_str());
+    info.tracer = std::atoi(proc::status_field(status, "TracerPid").c_str());
+    info.uid =
+        static_cast<uid_t>(std::strtoul(proc::status_field(status, "Uid").c_str(), nullptr, 10));
+    info.seccomp = std::atoi(proc::status_field(status, "Seccomp").c_str());
     {
-        std::istringstream ns(status_field(status, "NSpid"));
+        std::istringstream ns(proc::status_field(status, "NSpid"));
         pid_t last = pid, v;
         while (ns >> v) last = v;
         info.pid_in_namespace = last;
@@ -170,7 +97,7 @@ ProcessInfo inspect_process(pid_t pid) {
 
     // Opening /proc/PID/mem runs the kernel's ptrace access check (uid, capabilities, YAMA)
     // without attaching, so it predicts exactly whether PTRACE_SEIZE will be allowed.
-    int mem = ::open(proc_path(pid, "mem").c_str(), O_RDONLY | O_CLOEXEC);
+    int mem = ::open(proc::path(pid, "mem").c_str(), O_RDONLY | O_CLOEXEC);
     if (mem < 0) {
         int e = errno;
         if (e == ENOENT || e == ESRCH) throw NoSuchProcess("no process with pid " + std::to_string(pid));
@@ -185,11 +112,11 @@ ProcessInfo inspect_process(pid_t pid) {
     ::close(mem);
 
     char exe[4096];
-    ssize_t n = ::readlink(proc_path(pid, "exe").c_str(), exe, sizeof exe - 1);
+    ssize_t n = ::readlink(proc::path(pid, "exe").c_str(), exe, sizeof exe - 1);
     if (n > 0) info.exe.assign(exe, static_cast<size_t>(n));
 
     // ELF class from the executable as the target sees it (works across mount namespaces).
-    int fd = ::open(proc_path(pid, "exe").c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = ::open(proc::path(pid, "exe").c_str(), O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
         unsigned char ident[EI_NIDENT] = {};
         if (::pread(fd, ident, sizeof ident, 0) == EI_NIDENT && std::memcmp(ident, ELFMAG, SELFMAG) == 0)
@@ -200,14 +127,12 @@ ProcessInfo inspect_process(pid_t pid) {
         throw AttachError(who + " (" + info.exe + ") is a 32-bit program: 32-bit processes are not supported");
 
     struct stat self_ns{}, target_ns{};
-    if (::stat("/proc/self/ns/mnt", &self_ns) == 0 && ::stat(proc_path(pid, "ns/mnt").c_str(), &target_ns) == 0)
+    if (::stat("/proc/self/ns/mnt", &self_ns) == 0 && ::stat(proc::path(pid, "ns/mnt").c_str(), &target_ns) == 0)
         info.same_mount_namespace = self_ns.st_ino == target_ns.st_ino && self_ns.st_dev == target_ns.st_dev;
 
     bool libc = false;
     for (const Mapping& m : read_maps(pid)) {
-        size_t slash = m.path.rfind('/');
-        std::string base = slash == std::string::npos ? m.path : m.path.substr(slash + 1);
-        if (base.rfind("libc.so", 0) == 0 || base.rfind("libc-2.", 0) == 0) {
+        if (proc::is_libc(m.path)) {
             libc = true;
             break;
         }
