@@ -20,6 +20,7 @@
 #include <ctime>
 
 #include "format/records.hpp"
+#include "format/settings.hpp"
 #include "payload/hooks.hpp"
 #include "payload/log.hpp"
 #include "payload/native_stack.hpp"
@@ -38,16 +39,7 @@ namespace memray::payload {
 
 namespace {
 
-struct Settings {
-    char output[4096] = {};
-    char command[4096] = {};
-    bool native = false;
-    bool compress = true;
-    bool force = false;
-    bool output_fd_handoff = false;
-    int handoff_timeout_ms = 10000;
-    int log_level = int(LogLevel::Warning);
-};
+using format::PayloadSettings;
 
 pthread_mutex_t g_api_lock = PTHREAD_MUTEX_INITIALIZER;
 std::atomic<bool> g_active{false};  // written under g_api_lock
@@ -65,75 +57,17 @@ void set_error(const char* fmt, ...) {
     va_end(ap);
 }
 
-bool parse_bool(const char* v, size_t n, bool& out) noexcept {
-    if (n == 1 && (v[0] == '0' || v[0] == '1')) {
-        out = v[0] == '1';
-        return true;
+// The contract and its parser live in format/settings.hpp; this adds the payload's reporting.
+int parse_settings(const char* text, PayloadSettings& out) noexcept {
+    char err[sizeof g_last_error];
+    int unknown = 0;
+    int rc = format::parse_settings(text, out, err, sizeof err, &unknown);
+    if (rc != 0) {
+        set_error("%s", err);
+        return rc;
     }
-    return false;
-}
-
-// "key=value" lines. Unknown keys are ignored (newer CLI, older payload) with a debug note.
-int parse_settings(const char* text, Settings& out) noexcept {
-    if (!text) {
-        set_error("no settings given");
-        return -EINVAL;
-    }
-    const char* p = text;
-    while (*p) {
-        const char* line_end = std::strchr(p, '\n');
-        if (!line_end) line_end = p + std::strlen(p);
-        const char* eq = static_cast<const char*>(std::memchr(p, '=', size_t(line_end - p)));
-        if (line_end != p) {
-            if (!eq) {
-                set_error("malformed setting '%.*s' (expected key=value)", int(line_end - p), p);
-                return -EINVAL;
-            }
-            size_t klen = size_t(eq - p);
-            const char* v = eq + 1;
-            size_t vlen = size_t(line_end - v);
-            auto key_is = [&](const char* k) {
-                return std::strlen(k) == klen && std::memcmp(p, k, klen) == 0;
-            };
-            auto copy_to = [&](char* dst, size_t cap) {
-                if (vlen >= cap) return false;
-                std::memcpy(dst, v, vlen);
-                dst[vlen] = '\0';
-                return true;
-            };
-            bool ok = true;
-            if (key_is("output")) ok = copy_to(out.output, sizeof out.output);
-            else if (key_is("command")) ok = copy_to(out.command, sizeof out.command);
-            else if (key_is("native")) ok = parse_bool(v, vlen, out.native);
-            else if (key_is("compress")) ok = parse_bool(v, vlen, out.compress);
-            else if (key_is("force")) ok = parse_bool(v, vlen, out.force);
-            else if (key_is("output_fd_handoff")) ok = parse_bool(v, vlen, out.output_fd_handoff);
-            else if (key_is("handoff_timeout_ms")) {
-                int ms = 0;
-                ok = vlen > 0 && vlen <= 7;
-                for (size_t i = 0; ok && i < vlen; ++i) {
-                    ok = v[i] >= '0' && v[i] <= '9';
-                    ms = ms * 10 + (v[i] - '0');
-                }
-                if (ok) out.handoff_timeout_ms = ms;
-            }
-            else if (key_is("log_level")) {
-                ok = vlen == 1 && v[0] >= '0' && v[0] <= '3';
-                if (ok) out.log_level = v[0] - '0';
-            } else {
-                log(LogLevel::Debug, "ignoring unknown setting '%.*s'", int(klen), p);
-            }
-            if (!ok) {
-                set_error("invalid value for setting '%.*s': '%.*s'", int(klen), p, int(vlen), v);
-                return -EINVAL;
-            }
-        }
-        p = *line_end ? line_end + 1 : line_end;
-    }
-    if (!out.output[0]) {
-        set_error("no output file given (setting 'output')");
-        return -EINVAL;
-    }
+    // A newer tool talking to an older payload that is still loaded: not an error.
+    if (unknown) log(LogLevel::Debug, "ignoring %d unknown setting(s)", unknown);
     return 0;
 }
 
@@ -157,7 +91,7 @@ void read_executable(char* out, size_t cap) noexcept {
 
 // Under g_api_lock. `given_fd` >= 0: the output is already open (attach hands it over; the
 // caller created the file and removes it on failure); it is closed on every path.
-int start_locked(const Settings& s, int given_fd) noexcept {
+int start_locked(const PayloadSettings& s, int given_fd) noexcept {
     set_log_level(LogLevel(s.log_level));
     if (!tracker_init()) {
         set_error("cannot initialise the tracker: %s", strerror(errno));
@@ -278,7 +212,7 @@ bool session_busy(uint32_t state) noexcept {
 }
 
 char g_async_settings[16384];
-Settings g_async_parsed;  // only touched by the control thread
+PayloadSettings g_async_parsed;  // only touched by the control thread
 
 uint64_t monotonic_ms() noexcept { return now_ns() / 1000000u; }
 
@@ -321,7 +255,7 @@ int receive_fd(int sock, int timeout_ms, uint64_t generation) noexcept {
 }
 
 // Publishes a socket in the status and waits for the output descriptor on it.
-int receive_output_fd(const Settings& s, uint64_t generation) noexcept {
+int receive_output_fd(const PayloadSettings& s, uint64_t generation) noexcept {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
         int e = errno;
@@ -373,8 +307,8 @@ void* control_main(void*) noexcept {
     uint64_t began = now_ns();
     uint64_t received = began;
     uint64_t generation = memray_payload_status.generation;
-    Settings& s = g_async_parsed;
-    s = Settings{};
+    PayloadSettings& s = g_async_parsed;
+    s = PayloadSettings{};
     int rc = parse_settings(g_async_settings, s);
     if (rc == 0) {
         snprintf(memray_payload_status.output, sizeof memray_payload_status.output, "%.4095s",
@@ -538,8 +472,8 @@ extern "C" int memray_payload_start(const char* settings) {
     pthread_mutex_lock(&g_api_lock);
     int rc = 0;
     if (!g_active) {
-        static Settings s;  // 8 KiB: kept off the caller's stack (used under g_api_lock)
-        s = Settings{};
+        static PayloadSettings s;  // 8 KiB: kept off the caller's stack (used under g_api_lock)
+        s = PayloadSettings{};
         rc = parse_settings(settings, s);
         if (rc == 0) rc = start_locked(s, -1);
     }
