@@ -25,6 +25,7 @@
 #include "payload/log.hpp"
 #include "payload/native_stack.hpp"
 #include "payload/python_stack.hpp"
+#include "payload/sink.hpp"
 #include "payload/thread_state.hpp"
 #include "payload/tracker.hpp"
 #include "payload/writer.hpp"
@@ -48,6 +49,7 @@ char g_last_error[1024] = "";
 char g_command_line[8192];
 char g_executable[4096];
 char g_output_path[4096];
+FileSink g_file_sink;  // the session's output
 
 void set_error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void set_error(const char* fmt, ...) {
@@ -120,8 +122,9 @@ int start_locked(const PayloadSettings& s, int given_fd) noexcept {
         struct stat st;
         if (created && lstat(g_output_path, &st) == 0 && S_ISREG(st.st_mode)) unlink(g_output_path);
     };
+    g_file_sink.open(fd, g_output_path);
     auto abandon_file = [&] {
-        close(fd);
+        g_file_sink.finish();
         remove_if_ours();
     };
 
@@ -135,8 +138,7 @@ int start_locked(const PayloadSettings& s, int given_fd) noexcept {
     read_executable(g_executable, sizeof g_executable);
 
     WriterOptions w;
-    w.fd = fd;
-    w.path = g_output_path;
+    w.sink = &g_file_sink;
     w.compress = s.compress;
     w.flags = (native ? uint32_t(format::k_flag_native) : 0u) |
               (s.compress ? uint32_t(format::k_flag_compressed) : 0u);
@@ -162,7 +164,7 @@ int start_locked(const PayloadSettings& s, int given_fd) noexcept {
         tracker_set_enabled(false);
         uninstall_hooks();
         tracker_wait_quiescent();
-        writer_finish();  // closes fd
+        writer_finish();  // finishes the sink
         remove_if_ours();
         set_error("cannot install the allocator hooks: %s", strerror(-rc));
         return rc < 0 ? rc : -EINVAL;

@@ -19,6 +19,7 @@
 #include "payload/hooks.hpp"
 #include "payload/log.hpp"
 #include "payload/objects.hpp"
+#include "payload/sink.hpp"
 #include "payload/stack_intern.hpp"
 #include "payload/thread_state.hpp"
 #include "payload/tracker.hpp"
@@ -45,7 +46,6 @@ struct Cursor {
 
 // Everything below belongs to the writer thread, except where noted.
 WriterOptions g_opt;
-char g_path[4096];
 pthread_t g_thread;
 std::atomic<bool> g_running{false};  // api thread
 std::atomic<bool> g_finish{false};
@@ -154,28 +154,17 @@ uint64_t ticks_to_ns(uint64_t ticks) noexcept {
 
 void fail(int err) noexcept {
     if (g_fail_claimed.exchange(true)) return;
-    log(LogLevel::Error, "error: cannot write %s: %s; tracking stopped", g_path, strerror(err));
+    log(LogLevel::Error, "error: cannot write %s: %s; tracking stopped", g_opt.sink->describe(),
+        strerror(err));
     tracker_set_enabled(false);
     uninstall_hooks();
     g_failed.store(true);
 }
 
 bool write_all(const uint8_t* p, size_t n) noexcept {
-    while (n) {
-        ssize_t w = write(g_opt.fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            fail(errno);
-            return false;
-        }
-        if (w == 0) {
-            fail(EIO);
-            return false;
-        }
-        p += w;
-        n -= size_t(w);
-    }
-    return true;
+    int rc = g_opt.sink->write(p, n);
+    if (rc < 0) fail(-rc);
+    return rc == 0;
 }
 
 void flush_block() noexcept {
@@ -499,9 +488,11 @@ int writer_start(const WriterOptions& options, char* err, size_t err_len) noexce
         snprintf(err, err_len, "the writer is already running");
         return -EBUSY;
     }
+    if (!options.sink) {
+        snprintf(err, err_len, "no output given to the writer");
+        return -EINVAL;
+    }
     g_opt = options;
-    snprintf(g_path, sizeof g_path, "%s", options.path ? options.path : "");
-    g_opt.path = g_path;
     if (!g_raw) {
         g_framed_capacity = max_framed_size(k_raw_capacity);
         g_raw = static_cast<uint8_t*>(map_memory(k_raw_capacity));
@@ -538,15 +529,12 @@ int writer_start(const WriterOptions& options, char* err, size_t err_len) noexce
         snprintf(err, err_len, "file header too large");
         return -EOVERFLOW;
     }
-    for (const uint8_t* p = g_raw; p < g_sink.pos;) {
-        ssize_t w = write(options.fd, p, size_t(g_sink.pos - p));
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            int e = w < 0 ? errno : EIO;
-            snprintf(err, err_len, "cannot write %s: %s", g_path, strerror(e));
-            return -e;
-        }
-        p += w;
+    // Written here rather than by the thread, so that a path that cannot be written to is an
+    // error of start.
+    int written = options.sink->write(g_raw, g_sink.size());
+    if (written < 0) {
+        snprintf(err, err_len, "cannot write %s: %s", options.sink->describe(), strerror(-written));
+        return written;
     }
     g_sink.clear();
     clock_start();
@@ -576,8 +564,7 @@ void writer_finish() noexcept {
     g_finish.store(true, std::memory_order_release);
     writer_wake();
     pthread_join(g_thread, nullptr);
-    if (g_opt.fd >= 0) close(g_opt.fd);
-    g_opt.fd = -1;
+    g_opt.sink->finish();
     if (g_statm_fd >= 0) close(g_statm_fd);
     g_statm_fd = -1;
     g_running.store(false);
@@ -588,10 +575,9 @@ bool writer_running() noexcept { return g_running.load(std::memory_order_relaxed
 
 void writer_after_fork_child() noexcept {
     if (g_running.load(std::memory_order_relaxed)) {
-        if (g_opt.fd >= 0) close(g_opt.fd);
+        g_opt.sink->abandon_in_child();
         if (g_statm_fd >= 0) close(g_statm_fd);
     }
-    g_opt.fd = -1;
     g_statm_fd = -1;
     g_running.store(false);
     g_finish.store(false);
