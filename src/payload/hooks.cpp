@@ -30,18 +30,23 @@ namespace {
 
 using format::Allocator;
 
-// Names, hooks and real functions. The real pointers are written once, before the first slot
-// points at a hook, and never change afterwards (resolve_real only fills empty entries).
-got::HookedSymbol g_symbols[k_hook_count];  // indexed by HookId
-bool g_installed = false;        // atomic access only
-long g_pthread_tid_offset = -1;  // offset of the kernel tid in glibc's struct pthread
-pid_t g_install_pid = 0;         // the process that installed the hooks (and owns the capture)
+// Written by install_hooks() (the thread starting a session) before the first slot points at a
+// hook; read by every hook afterwards. `installed` is also cleared by uninstall_hooks() and read
+// by the dlopen/dlclose hooks (atomic access only). Never reset: a real pointer, once found,
+// stays valid for the life of the process (resolve_real only fills empty entries).
+struct HooksState {
+    got::HookedSymbol symbols[k_hook_count] = {};  // names, hooks, real functions; by HookId
+    bool installed = false;
+    long pthread_tid_offset = -1;  // offset of the kernel tid in glibc's struct pthread
+    pid_t install_pid = 0;         // the process that installed the hooks (owns the capture)
+};
+constinit HooksState g_hooks;
 
 // real_<name>(): the real function, typed as the list declares it (no casts at the call sites).
 #define MEMRAY_REAL_ACCESSOR(sym, ret, params, kind, need)                              \
     using sym##_fn = ret(*) params;                                                     \
     inline sym##_fn real_##sym() noexcept {                                            \
-        return reinterpret_cast<sym##_fn>(g_symbols[unsigned(HookId::sym)].real);      \
+        return reinterpret_cast<sym##_fn>(g_hooks.symbols[unsigned(HookId::sym)].real);      \
     }
 MEMRAY_PAYLOAD_HOOKS(MEMRAY_REAL_ACCESSOR)
 #undef MEMRAY_REAL_ACCESSOR
@@ -168,7 +173,8 @@ void* hook_pvalloc(size_t size) noexcept {
     return ret;
 }
 
-void* mmap_common(mmap_fn real, void* addr, size_t length, int prot, int flags, int fd, off_t offset) noexcept {
+void* mmap_common(mmap_fn real, void* addr, size_t length, int prot, int flags, int fd,
+                  off_t offset) noexcept {
     void* ret;
     {
         ReentryGuard guard;
@@ -208,7 +214,7 @@ void hook_free_aligned_sized(void* ptr, size_t alignment, size_t size) noexcept 
 // Loading and unloading
 
 void objects_changed() noexcept {
-    if (__atomic_load_n(&g_installed, __ATOMIC_ACQUIRE)) patch_new_objects();
+    if (__atomic_load_n(&g_hooks.installed, __ATOMIC_ACQUIRE)) patch_new_objects();
     if (tracking_enabled()) notify_objects_changed();
 }
 
@@ -235,7 +241,7 @@ void* hook_dlopen(const char* file, int flags) noexcept {
 int hook_dlclose(void* handle) noexcept {
     int ret = real_dlclose()(handle);
     ErrnoKeeper keep;
-    if (__atomic_load_n(&g_installed, __ATOMIC_ACQUIRE)) got::forget_unloaded();
+    if (__atomic_load_n(&g_hooks.installed, __ATOMIC_ACQUIRE)) got::forget_unloaded();
     if (tracking_enabled()) notify_objects_changed();
     return ret;
 }
@@ -270,8 +276,9 @@ int hook_pthread_setname_np(pthread_t thread, const char* name) noexcept {
         long tid = -1;
         if (pthread_equal(thread, pthread_self())) {
             tid = current_tid();
-        } else if (g_pthread_tid_offset >= 0) {
-            tid = *reinterpret_cast<const pid_t*>(reinterpret_cast<const char*>(thread) + g_pthread_tid_offset);
+        } else if (g_hooks.pthread_tid_offset >= 0) {
+            const char* pd = reinterpret_cast<const char*>(thread);
+            tid = *reinterpret_cast<const pid_t*>(pd + g_hooks.pthread_tid_offset);
         }
         ErrnoKeeper keep;
         if (tid > 0) record_thread_name(tid, name);
@@ -285,7 +292,7 @@ int hook_pthread_setname_np(pthread_t thread, const char* name) noexcept {
 // has tracking off already, and a vfork child shares our memory but must not touch our writer.
 
 void finish_before_exec() noexcept {
-    if (!tracking_enabled() || ReentryGuard::active() || getpid() != g_install_pid) return;
+    if (!tracking_enabled() || ReentryGuard::active() || getpid() != g_hooks.install_pid) return;
     ErrnoKeeper keep;
     memray_payload_stop();
 }
@@ -330,21 +337,22 @@ MEMRAY_PAYLOAD_HOOKS(MEMRAY_CHECK_HOOK)
 // Names and hooks only: `real` is filled once by resolve_real and never rewritten.
 void init_table() noexcept {
 #define MEMRAY_TABLE_ENTRY(sym, ret, params, kind, need)                   \
-    g_symbols[unsigned(HookId::sym)].name = #sym;                        \
-    g_symbols[unsigned(HookId::sym)].hook = reinterpret_cast<void*>(&hook_##sym);
+    g_hooks.symbols[unsigned(HookId::sym)].name = #sym;                        \
+    g_hooks.symbols[unsigned(HookId::sym)].hook = reinterpret_cast<void*>(&hook_##sym);
     MEMRAY_PAYLOAD_HOOKS(MEMRAY_TABLE_ENTRY)
 #undef MEMRAY_TABLE_ENTRY
 }
 
 // glibc publishes struct pthread's layout for libthread_db; trust it only if it finds our own tid.
 void find_pthread_tid_offset() noexcept {
-    if (g_pthread_tid_offset >= 0) return;
+    if (g_hooks.pthread_tid_offset >= 0) return;
     got::HookedSymbol desc{"_thread_db_pthread_tid", nullptr, nullptr};
     if (got::resolve_real(&desc, 1, self_address()) == 0) return;
     const auto* d = static_cast<const uint32_t*>(desc.real);  // {size in bits, count, offset}
     if (d[0] != 32 || d[2] > 4096) return;
     const auto* self = reinterpret_cast<const char*>(pthread_self());
-    if (*reinterpret_cast<const pid_t*>(self + d[2]) == pid_t(current_tid())) g_pthread_tid_offset = d[2];
+    if (*reinterpret_cast<const pid_t*>(self + d[2]) == pid_t(current_tid()))
+        g_hooks.pthread_tid_offset = d[2];
 }
 
 }  // namespace
@@ -352,18 +360,18 @@ void find_pthread_tid_offset() noexcept {
 int install_hooks() noexcept {
     ReentryGuard guard;  // anything we call may allocate; none of it is the program's
     init_table();
-    got::resolve_real(g_symbols, k_hook_count, self_address());
+    got::resolve_real(g_hooks.symbols, k_hook_count, self_address());
     for (unsigned i = 0; i < k_hook_count; ++i) {
-        if (k_hook_info[i].need == HookNeed::Required && !g_symbols[i].real) {
+        if (k_hook_info[i].need == HookNeed::Required && !g_hooks.symbols[i].real) {
             log(LogLevel::Error, "cannot find the real %s in any loaded object; not tracking",
-                g_symbols[i].name);
+                g_hooks.symbols[i].name);
             return -ENOENT;
         }
     }
     find_pthread_tid_offset();
-    g_install_pid = getpid();
-    __atomic_store_n(&g_installed, true, __ATOMIC_RELEASE);
-    int ret = got::patch_objects(g_symbols, k_hook_count, self_address(), false);
+    g_hooks.install_pid = getpid();
+    __atomic_store_n(&g_hooks.installed, true, __ATOMIC_RELEASE);
+    int ret = got::patch_objects(g_hooks.symbols, k_hook_count, self_address(), false);
     if (ret < 0) {
         log(LogLevel::Error, "patching GOT slots failed (%s); not tracking", strerror(-ret));
         uninstall_hooks();
@@ -374,15 +382,15 @@ int install_hooks() noexcept {
 }
 
 int patch_new_objects() noexcept {
-    if (!__atomic_load_n(&g_installed, __ATOMIC_ACQUIRE)) return 0;
+    if (!__atomic_load_n(&g_hooks.installed, __ATOMIC_ACQUIRE)) return 0;
     ReentryGuard guard;
-    int ret = got::patch_objects(g_symbols, k_hook_count, self_address(), true);
+    int ret = got::patch_objects(g_hooks.symbols, k_hook_count, self_address(), true);
     return ret < 0 ? ret : 0;
 }
 
 void uninstall_hooks() noexcept {
     ReentryGuard guard;
-    __atomic_store_n(&g_installed, false, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_hooks.installed, false, __ATOMIC_RELEASE);
     got::unpatch_all();
 }
 
