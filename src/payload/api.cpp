@@ -324,7 +324,7 @@ void* control_main(void*) noexcept {
     uint64_t received = began;
     uint64_t generation = memray_payload_status.generation;
     PayloadSettings& s = g_api.async_parsed;
-    s = PayloadSettings{};
+    reset_state(s);  // in place: 8 KiB must not land on a small stack
     int rc = parse_settings(g_api.async_settings, s);
     if (rc == 0) {
         snprintf(memray_payload_status.output, sizeof memray_payload_status.output, "%.4095s",
@@ -484,7 +484,7 @@ extern "C" int memray_payload_start(const char* settings) {
     LockGuard lock(g_api.session.lock);
     if (g_api.session.active) return 0;
     PayloadSettings& s = g_api.start_settings;
-    s = PayloadSettings{};
+    reset_state(s);  // in place: 8 KiB must not land on a small stack
     int rc = parse_settings(settings, s);
     return rc == 0 ? start_locked(s, -1) : rc;
 }
