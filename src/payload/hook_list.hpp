@@ -11,29 +11,29 @@
 //   need  Required: tracking does not start when no loaded object defines it; else Optional
 // The parameter types are only spelled out where X uses them (hooks.cpp), so a user that only
 // wants the names needs none of the headers that declare them.
-#define MEMRAY_PAYLOAD_HOOKS(X)                                                 \
-    X(malloc, void*, (size_t), Allocator, Required)                             \
-    X(free, void, (void*), Deallocator, Required)                               \
-    X(calloc, void*, (size_t, size_t), Allocator, Required)                     \
-    X(realloc, void*, (void*, size_t), Allocator, Required)                     \
-    X(posix_memalign, int, (void**, size_t, size_t), Allocator, Optional)       \
-    X(aligned_alloc, void*, (size_t, size_t), Allocator, Optional)              \
-    X(memalign, void*, (size_t, size_t), Allocator, Optional)                   \
-    X(valloc, void*, (size_t), Allocator, Optional)                             \
-    X(pvalloc, void*, (size_t), Allocator, Optional)                            \
-    X(mmap, void*, (void*, size_t, int, int, int, off_t), Allocator, Optional)  \
-    X(mmap64, void*, (void*, size_t, int, int, int, off_t), Allocator, Optional) \
-    X(munmap, int, (void*, size_t), Deallocator, Optional)                      \
-    X(free_sized, void, (void*, size_t), Deallocator, Optional)                 \
-    X(free_aligned_sized, void, (void*, size_t, size_t), Deallocator, Optional) \
-    X(dlopen, void*, (const char*, int), Loader, Optional)                      \
-    X(dlclose, int, (void*), Loader, Optional)                                  \
-    X(prctl, int, (int, ...), ThreadName, Optional)                             \
-    X(pthread_setname_np, int, (pthread_t, const char*), ThreadName, Optional)  \
-    X(execve, int, (const char*, char* const*, char* const*), Exec, Optional)   \
-    X(execv, int, (const char*, char* const*), Exec, Optional)                  \
-    X(execvp, int, (const char*, char* const*), Exec, Optional)                 \
-    X(execvpe, int, (const char*, char* const*, char* const*), Exec, Optional)  \
+#define MEMRAY_PAYLOAD_HOOKS(X)                                                                 \
+    X(malloc, void*, (size_t), Allocator, Required)                                             \
+    X(free, void, (void*), Deallocator, Required)                                               \
+    X(calloc, void*, (size_t, size_t), Allocator, Required)                                     \
+    X(realloc, void*, (void*, size_t), Allocator, Required)                                     \
+    X(posix_memalign, int, (void**, size_t, size_t), Allocator, Optional)                       \
+    X(aligned_alloc, void*, (size_t, size_t), Allocator, Optional)                              \
+    X(memalign, void*, (size_t, size_t), Allocator, Optional)                                   \
+    X(valloc, void*, (size_t), Allocator, Optional)                                             \
+    X(pvalloc, void*, (size_t), Allocator, Optional)                                            \
+    X(mmap, void*, (void*, size_t, int, int, int, off_t), Allocator, Optional)                  \
+    X(mmap64, void*, (void*, size_t, int, int, int, off_t), Allocator, Optional)                \
+    X(munmap, int, (void*, size_t), Deallocator, Optional)                                      \
+    X(free_sized, void, (void*, size_t), Deallocator, Optional)                                 \
+    X(free_aligned_sized, void, (void*, size_t, size_t), Deallocator, Optional)                 \
+    X(dlopen, void*, (const char*, int), Loader, Optional)                                      \
+    X(dlclose, int, (void*), Loader, Optional)                                                  \
+    X(prctl, int, (int, ...), ThreadName, Optional)                                             \
+    X(pthread_setname_np, int, (pthread_t, const char*), ThreadName, Optional)                  \
+    X(execve, int, (const char*, char* const*, char* const*), Exec, Optional)                   \
+    X(execv, int, (const char*, char* const*), Exec, Optional)                                  \
+    X(execvp, int, (const char*, char* const*), Exec, Optional)                                 \
+    X(execvpe, int, (const char*, char* const*, char* const*), Exec, Optional)                  \
     X(fexecve, int, (int, char* const*, char* const*), Exec, Optional)
 
 namespace memray::payload {

@@ -43,10 +43,10 @@ struct HooksState {
 constinit HooksState g_hooks;
 
 // real_<name>(): the real function, typed as the list declares it (no casts at the call sites).
-#define MEMRAY_REAL_ACCESSOR(sym, ret, params, kind, need)                              \
-    using sym##_fn = ret(*) params;                                                     \
-    inline sym##_fn real_##sym() noexcept {                                            \
-        return reinterpret_cast<sym##_fn>(g_hooks.symbols[unsigned(HookId::sym)].real);      \
+#define MEMRAY_REAL_ACCESSOR(sym, ret, params, kind, need)                                      \
+    using sym##_fn = ret(*) params;                                                             \
+    inline sym##_fn real_##sym() noexcept {                                                     \
+        return reinterpret_cast<sym##_fn>(g_hooks.symbols[unsigned(HookId::sym)].real);         \
     }
 MEMRAY_PAYLOAD_HOOKS(MEMRAY_REAL_ACCESSOR)
 #undef MEMRAY_REAL_ACCESSOR
@@ -328,16 +328,16 @@ const void* self_address() noexcept { return reinterpret_cast<const void*>(&inst
 
 // Each body must have its line's signature: a slot patched with a mismatched hook would pass the
 // caller's arguments wrongly.
-#define MEMRAY_CHECK_HOOK(sym, ret, params, kind, need)                                \
-    static_assert(std::is_same_v<decltype(&hook_##sym), ret(*) params noexcept>,        \
+#define MEMRAY_CHECK_HOOK(sym, ret, params, kind, need)                                         \
+    static_assert(std::is_same_v<decltype(&hook_##sym), ret(*) params noexcept>,                \
                   "hook_" #sym " does not have the signature hook_list.hpp gives");
 MEMRAY_PAYLOAD_HOOKS(MEMRAY_CHECK_HOOK)
 #undef MEMRAY_CHECK_HOOK
 
 // Names and hooks only: `real` is filled once by resolve_real and never rewritten.
 void init_table() noexcept {
-#define MEMRAY_TABLE_ENTRY(sym, ret, params, kind, need)                   \
-    g_hooks.symbols[unsigned(HookId::sym)].name = #sym;                        \
+#define MEMRAY_TABLE_ENTRY(sym, ret, params, kind, need)                                        \
+    g_hooks.symbols[unsigned(HookId::sym)].name = #sym;                                         \
     g_hooks.symbols[unsigned(HookId::sym)].hook = reinterpret_cast<void*>(&hook_##sym);
     MEMRAY_PAYLOAD_HOOKS(MEMRAY_TABLE_ENTRY)
 #undef MEMRAY_TABLE_ENTRY
