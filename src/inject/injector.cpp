@@ -19,6 +19,7 @@
 #include "attach/tracer.hpp"
 #include "inject/elf_symbols.hpp"
 #include "payload/api.hpp"
+#include "payload/hook_list.hpp"
 
 namespace memray::inject {
 
@@ -104,8 +105,12 @@ LibcFunctions find_libc(pid_t pid, const std::vector<attach::Mapping>& maps) {
             pid));
     }
     std::string file = mapped_file_path(pid, *libc);
+    // malloc and free are the safe points (inject()); named by the payload's hook list, the one
+    // place that spells the allocator functions.
+    const char* malloc_name = payload::hook_name(payload::HookId::malloc);
+    const char* free_name = payload::hook_name(payload::HookId::free);
     auto syms = read_dynamic_symbols(
-        file, {"dlopen", "__libc_dlopen_mode", "dlerror", "malloc", "free"});
+        file, {"dlopen", "__libc_dlopen_mode", "dlerror", malloc_name, free_name});
     uint64_t bias = libc->start - syms.first_load_vaddr;
     auto get = [&](const char* name) -> uint64_t {
         auto it = syms.values.find(name);
@@ -119,8 +124,8 @@ LibcFunctions find_libc(pid_t pid, const std::vector<attach::Mapping>& maps) {
         f.libc_dlopen_mode = f.dlopen != 0;
     }
     f.dlerror = get("dlerror");
-    f.malloc = get("malloc");
-    f.free = get("free");
+    f.malloc = get(malloc_name);
+    f.free = get(free_name);
     if (f.dlopen == 0 || f.malloc == 0 || f.free == 0) {
         throw AttachError(fmt::format("cannot find dlopen, malloc and free in {} of process {}",
                                       libc->path, pid));

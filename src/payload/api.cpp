@@ -20,10 +20,14 @@
 #include <ctime>
 
 #include "format/records.hpp"
+#include "format/settings.hpp"
 #include "payload/hooks.hpp"
+#include "payload/lock.hpp"
 #include "payload/log.hpp"
 #include "payload/native_stack.hpp"
 #include "payload/python_stack.hpp"
+#include "payload/sink.hpp"
+#include "payload/state.hpp"
 #include "payload/thread_state.hpp"
 #include "payload/tracker.hpp"
 #include "payload/writer.hpp"
@@ -38,102 +42,49 @@ namespace memray::payload {
 
 namespace {
 
-struct Settings {
-    char output[4096] = {};
-    char command[4096] = {};
-    bool native = false;
-    bool compress = true;
-    bool force = false;
-    bool output_fd_handoff = false;
-    int handoff_timeout_ms = 10000;
-    int log_level = int(LogLevel::Warning);
-};
+using format::PayloadSettings;
 
-pthread_mutex_t g_api_lock = PTHREAD_MUTEX_INITIALIZER;
-std::atomic<bool> g_active{false};  // written under g_api_lock
-pid_t g_owner_pid = 0;
-char g_last_error[1024] = "";
-char g_command_line[8192];
-char g_executable[4096];
-char g_output_path[4096];
+// Written by the thread holding `session.lock` (memray_payload_start/stop, the control thread),
+// except: `session.active` is also read without it (memray_payload_active, start_async's early
+// check, the control thread's watch), and start_async writes `async_settings` on the hijacked
+// thread before it spawns the control thread, which then owns it and `async_parsed`.
+struct ApiState {
+    // Reset as a whole in a forked child: no session there, and the lock's holder is gone.
+    struct Session {
+        Mutex lock;
+        std::atomic<bool> active{false};
+        pid_t owner_pid = 0;  // the process whose exit finalizes the capture
+    } session;
+    char last_error[1024] = "";
+    char command_line[8192] = {};
+    char executable[4096] = {};
+    char output_path[4096] = {};
+    FileSink file_sink;  // the session's output
+    char async_settings[16384] = {};
+    PayloadSettings async_parsed;    // control thread only
+    PayloadSettings start_settings;  // memray_payload_start: kept off the caller's stack
+};
+constinit ApiState g_api;
 
 void set_error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void set_error(const char* fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g_last_error, sizeof g_last_error, fmt, ap);
+    vsnprintf(g_api.last_error, sizeof g_api.last_error, fmt, ap);
     va_end(ap);
 }
 
-bool parse_bool(const char* v, size_t n, bool& out) noexcept {
-    if (n == 1 && (v[0] == '0' || v[0] == '1')) {
-        out = v[0] == '1';
-        return true;
+// The contract and its parser live in format/settings.hpp; this adds the payload's reporting.
+int parse_settings(const char* text, PayloadSettings& out) noexcept {
+    char err[sizeof g_api.last_error];
+    int unknown = 0;
+    int rc = format::parse_settings(text, out, err, sizeof err, &unknown);
+    if (rc != 0) {
+        set_error("%s", err);
+        return rc;
     }
-    return false;
-}
-
-// "key=value" lines. Unknown keys are ignored (newer CLI, older payload) with a debug note.
-int parse_settings(const char* text, Settings& out) noexcept {
-    if (!text) {
-        set_error("no settings given");
-        return -EINVAL;
-    }
-    const char* p = text;
-    while (*p) {
-        const char* line_end = std::strchr(p, '\n');
-        if (!line_end) line_end = p + std::strlen(p);
-        const char* eq = static_cast<const char*>(std::memchr(p, '=', size_t(line_end - p)));
-        if (line_end != p) {
-            if (!eq) {
-                set_error("malformed setting '%.*s' (expected key=value)", int(line_end - p), p);
-                return -EINVAL;
-            }
-            size_t klen = size_t(eq - p);
-            const char* v = eq + 1;
-            size_t vlen = size_t(line_end - v);
-            auto key_is = [&](const char* k) {
-                return std::strlen(k) == klen && std::memcmp(p, k, klen) == 0;
-            };
-            auto copy_to = [&](char* dst, size_t cap) {
-                if (vlen >= cap) return false;
-                std::memcpy(dst, v, vlen);
-                dst[vlen] = '\0';
-                return true;
-            };
-            bool ok = true;
-            if (key_is("output")) ok = copy_to(out.output, sizeof out.output);
-            else if (key_is("command")) ok = copy_to(out.command, sizeof out.command);
-            else if (key_is("native")) ok = parse_bool(v, vlen, out.native);
-            else if (key_is("compress")) ok = parse_bool(v, vlen, out.compress);
-            else if (key_is("force")) ok = parse_bool(v, vlen, out.force);
-            else if (key_is("output_fd_handoff")) ok = parse_bool(v, vlen, out.output_fd_handoff);
-            else if (key_is("handoff_timeout_ms")) {
-                int ms = 0;
-                ok = vlen > 0 && vlen <= 7;
-                for (size_t i = 0; ok && i < vlen; ++i) {
-                    ok = v[i] >= '0' && v[i] <= '9';
-                    ms = ms * 10 + (v[i] - '0');
-                }
-                if (ok) out.handoff_timeout_ms = ms;
-            }
-            else if (key_is("log_level")) {
-                ok = vlen == 1 && v[0] >= '0' && v[0] <= '3';
-                if (ok) out.log_level = v[0] - '0';
-            } else {
-                log(LogLevel::Debug, "ignoring unknown setting '%.*s'", int(klen), p);
-            }
-            if (!ok) {
-                set_error("invalid value for setting '%.*s': '%.*s'", int(klen), p, int(vlen), v);
-                return -EINVAL;
-            }
-        }
-        p = *line_end ? line_end + 1 : line_end;
-    }
-    if (!out.output[0]) {
-        set_error("no output file given (setting 'output')");
-        return -EINVAL;
-    }
+    // A newer tool talking to an older payload that is still loaded: not an error.
+    if (unknown) log(LogLevel::Debug, "ignoring %d unknown setting(s)", unknown);
     return 0;
 }
 
@@ -155,9 +106,9 @@ void read_executable(char* out, size_t cap) noexcept {
     out[n > 0 ? n : 0] = '\0';
 }
 
-// Under g_api_lock. `given_fd` >= 0: the output is already open (attach hands it over; the
+// Under g_api.session.lock. `given_fd` >= 0: the output is already open (attach hands it over; the
 // caller created the file and removes it on failure); it is closed on every path.
-int start_locked(const Settings& s, int given_fd) noexcept {
+int start_locked(const PayloadSettings& s, int given_fd) noexcept {
     set_log_level(LogLevel(s.log_level));
     if (!tracker_init()) {
         set_error("cannot initialise the tracker: %s", strerror(errno));
@@ -181,13 +132,15 @@ int start_locked(const Settings& s, int given_fd) noexcept {
         else set_error("cannot create %s: %s", s.output, strerror(e));
         return -e;
     }
-    snprintf(g_output_path, sizeof g_output_path, "%s", s.output);
+    snprintf(g_api.output_path, sizeof g_api.output_path, "%s", s.output);
     auto remove_if_ours = [created] {
         struct stat st;
-        if (created && lstat(g_output_path, &st) == 0 && S_ISREG(st.st_mode)) unlink(g_output_path);
+        if (created && lstat(g_api.output_path, &st) == 0 && S_ISREG(st.st_mode))
+            unlink(g_api.output_path);
     };
+    g_api.file_sink.open(fd, g_api.output_path);
     auto abandon_file = [&] {
-        close(fd);
+        g_api.file_sink.finish();
         remove_if_ours();
     };
 
@@ -196,19 +149,18 @@ int start_locked(const Settings& s, int given_fd) noexcept {
     native_stack_init();
     tracker_begin_session(python, native);
 
-    if (s.command[0]) snprintf(g_command_line, sizeof g_command_line, "%s", s.command);
-    else read_command_line(g_command_line, sizeof g_command_line);
-    read_executable(g_executable, sizeof g_executable);
+    if (s.command[0]) snprintf(g_api.command_line, sizeof g_api.command_line, "%s", s.command);
+    else read_command_line(g_api.command_line, sizeof g_api.command_line);
+    read_executable(g_api.executable, sizeof g_api.executable);
 
     WriterOptions w;
-    w.fd = fd;
-    w.path = g_output_path;
+    w.sink = &g_api.file_sink;
     w.compress = s.compress;
     w.flags = (native ? uint32_t(format::k_flag_native) : 0u) |
               (s.compress ? uint32_t(format::k_flag_compressed) : 0u);
-    w.command_line = g_command_line;
+    w.command_line = g_api.command_line;
     w.python_version = python ? python_version_string() : "";
-    w.executable = g_executable;
+    w.executable = g_api.executable;
     w.pid = uint64_t(getpid());
     w.start_ns = now_ns();
     timespec wall;
@@ -228,18 +180,18 @@ int start_locked(const Settings& s, int given_fd) noexcept {
         tracker_set_enabled(false);
         uninstall_hooks();
         tracker_wait_quiescent();
-        writer_finish();  // closes fd
+        writer_finish();  // finishes the sink
         remove_if_ours();
         set_error("cannot install the allocator hooks: %s", strerror(-rc));
         return rc < 0 ? rc : -EINVAL;
     }
-    g_active = true;
-    g_owner_pid = getpid();
+    g_api.session.active = true;
+    g_api.session.owner_pid = getpid();
     return 0;
 }
 
 int stop_locked() noexcept {
-    if (!g_active) {
+    if (!g_api.session.active) {
         set_error("tracking is not active");
         return -ENOENT;
     }
@@ -247,7 +199,7 @@ int stop_locked() noexcept {
     uninstall_hooks();
     tracker_wait_quiescent();
     writer_finish();
-    g_active = false;
+    g_api.session.active = false;
     return 0;
 }
 
@@ -276,9 +228,6 @@ bool session_busy(uint32_t state) noexcept {
     return state == MEMRAY_STATE_STARTING || state == MEMRAY_STATE_WAITING_FOR_OUTPUT ||
            state == MEMRAY_STATE_ACTIVE || state == MEMRAY_STATE_STOPPING;
 }
-
-char g_async_settings[16384];
-Settings g_async_parsed;  // only touched by the control thread
 
 uint64_t monotonic_ms() noexcept { return now_ns() / 1000000u; }
 
@@ -321,7 +270,7 @@ int receive_fd(int sock, int timeout_ms, uint64_t generation) noexcept {
 }
 
 // Publishes a socket in the status and waits for the output descriptor on it.
-int receive_output_fd(const Settings& s, uint64_t generation) noexcept {
+int receive_output_fd(const PayloadSettings& s, uint64_t generation) noexcept {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
         int e = errno;
@@ -350,12 +299,13 @@ void watch_session(uint64_t generation) noexcept {
         timespec ten_ms{0, 10 * 1000 * 1000};
         nanosleep(&ten_ms, nullptr);
         bool requested = memray_payload_status.stop_request == generation;
-        bool ended = !g_active || writer_failed();
+        bool ended = !g_api.session.active || writer_failed();
         if (!requested && !ended) continue;
         publish_state(MEMRAY_STATE_STOPPING);
-        pthread_mutex_lock(&g_api_lock);
-        if (g_active) stop_locked();
-        pthread_mutex_unlock(&g_api_lock);
+        {
+            LockGuard lock(g_api.session.lock);
+            if (g_api.session.active) stop_locked();
+        }
         if (writer_failed()) {
             snprintf(memray_payload_status.error_text, sizeof memray_payload_status.error_text,
                      "tracking stopped early: a write to %.900s failed",
@@ -373,9 +323,9 @@ void* control_main(void*) noexcept {
     uint64_t began = now_ns();
     uint64_t received = began;
     uint64_t generation = memray_payload_status.generation;
-    Settings& s = g_async_parsed;
-    s = Settings{};
-    int rc = parse_settings(g_async_settings, s);
+    PayloadSettings& s = g_api.async_parsed;
+    reset_state(s);  // in place: 8 KiB must not land on a small stack
+    int rc = parse_settings(g_api.async_settings, s);
     if (rc == 0) {
         snprintf(memray_payload_status.output, sizeof memray_payload_status.output, "%.4095s",
                  s.output);
@@ -386,20 +336,19 @@ void* control_main(void*) noexcept {
         }
         received = now_ns();
         if (rc == 0) {
-            pthread_mutex_lock(&g_api_lock);
+            LockGuard lock(g_api.session.lock);
             // A `memray run` session may have begun meanwhile (start_async checked too).
-            if (g_active) {
+            if (g_api.session.active) {
                 set_error("tracking is already active in this process");
                 if (fd >= 0) close(fd);
                 rc = -EBUSY;
             } else {
                 rc = start_locked(s, fd);
             }
-            pthread_mutex_unlock(&g_api_lock);
         }
     }
     if (rc != 0) {
-        publish_failure(rc, g_last_error);
+        publish_failure(rc, g_api.last_error);
         memray_payload_status.control_tid = 0;
         return nullptr;
     }
@@ -414,17 +363,17 @@ void* control_main(void*) noexcept {
 int start_async(const char* settings) noexcept {
     if (!settings) return -EINVAL;
     uint32_t state = status_state().load(std::memory_order_acquire);
-    if (session_busy(state) || g_active) return -EBUSY;
+    if (session_busy(state) || g_api.session.active) return -EBUSY;
     if (!status_state().compare_exchange_strong(state, MEMRAY_STATE_STARTING,
                                                 std::memory_order_acq_rel)) {
         return -EBUSY;
     }
     size_t n = std::strlen(settings);
-    if (n >= sizeof g_async_settings) {
+    if (n >= sizeof g_api.async_settings) {
         publish_failure(-E2BIG, "settings too long");
         return -E2BIG;
     }
-    std::memcpy(g_async_settings, settings, n + 1);
+    std::memcpy(g_api.async_settings, settings, n + 1);
     memray_payload_status.error_code = 0;
     memray_payload_status.error_text[0] = '\0';
     memray_payload_status.output[0] = '\0';
@@ -464,10 +413,7 @@ void child_after_fork() noexcept {
     // The child never records and never touches the parent's capture (follow-fork comes later).
     tracker_after_fork_child();
     writer_after_fork_child();
-    g_active = false;
-    g_owner_pid = 0;
-    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
-    std::memcpy(&g_api_lock, &fresh, sizeof fresh);
+    reset_state(g_api.session);
     control_after_fork_child();
 }
 
@@ -524,7 +470,7 @@ __attribute__((constructor)) void on_load() {
 
 __attribute__((destructor)) void on_unload() {
     // Process exit: finalize the capture (trailer) if this process owns one.
-    if (g_owner_pid == getpid()) memray_payload_stop();
+    if (g_api.session.owner_pid == getpid()) memray_payload_stop();
 }
 
 }  // namespace
@@ -535,31 +481,25 @@ using namespace memray::payload;
 
 extern "C" int memray_payload_start(const char* settings) {
     ReentryGuard guard;
-    pthread_mutex_lock(&g_api_lock);
-    int rc = 0;
-    if (!g_active) {
-        static Settings s;  // 8 KiB: kept off the caller's stack (used under g_api_lock)
-        s = Settings{};
-        rc = parse_settings(settings, s);
-        if (rc == 0) rc = start_locked(s, -1);
-    }
-    pthread_mutex_unlock(&g_api_lock);
-    return rc;
+    LockGuard lock(g_api.session.lock);
+    if (g_api.session.active) return 0;
+    PayloadSettings& s = g_api.start_settings;
+    reset_state(s);  // in place: 8 KiB must not land on a small stack
+    int rc = parse_settings(settings, s);
+    return rc == 0 ? start_locked(s, -1) : rc;
 }
 
 extern "C" int memray_payload_stop(void) {
     ReentryGuard guard;
-    pthread_mutex_lock(&g_api_lock);
-    int rc = stop_locked();
-    pthread_mutex_unlock(&g_api_lock);
-    return rc;
+    LockGuard lock(g_api.session.lock);
+    return stop_locked();
 }
 
 extern "C" int memray_payload_active(void) {
-    return (g_active && tracking_enabled() && !writer_failed()) ? 1 : 0;
+    return (g_api.session.active && tracking_enabled() && !writer_failed()) ? 1 : 0;
 }
 
-extern "C" const char* memray_payload_last_error(void) { return g_last_error; }
+extern "C" const char* memray_payload_last_error(void) { return g_api.last_error; }
 
 extern "C" void memray_payload_name_thread(const char* name) {
     if (name && memray::payload::tracking_enabled()) memray::payload::record_thread_name(0, name);

@@ -8,17 +8,8 @@
 
 extern "C" {
 
-// settings: "key=value" pairs separated by '\n':
-//   output=<path>        capture file (required)
-//   native=0|1           record native return addresses (always on for non-Python processes)
-//   compress=0|1         lz4 blocks (default 1)
-//   force=0|1            overwrite an existing output file (default 0)
-//   command=<text>       command line to store in the header (default /proc/self/cmdline)
-//   log_level=0..3       debug..error (default 2)
-//   output_fd_handoff=0|1  (start_async only) do not open `output`: receive the open file over
-//                        the socket published in the status (SCM_RIGHTS); `output` is then only
-//                        the name shown in messages. The caller created the file.
-//   handoff_timeout_ms=N how long to wait for that descriptor (default 10000)
+// settings: escaped "key=value" lines, the contract in format/settings.hpp (PayloadSettings lists
+// the keys and their defaults; output_fd_handoff and handoff_timeout_ms apply to start_async only).
 // Returns 0 when tracking is active (also when it already was), else a negative code; the text
 // of the last error is available from memray_payload_last_error(). Idempotent.
 __attribute__((visibility("default"))) int memray_payload_start(const char* settings);

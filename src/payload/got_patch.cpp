@@ -1,7 +1,7 @@
 // GOT/PLT slot patching. See got_patch.hpp and docs/architecture.md ("Hooks").
 //
-// Everything here is cold path and runs with g_mutex held. Memory comes from mmap and system
-// calls are made through syscall(2) so that this file works unchanged when it is linked into an
+// Everything here is cold path and runs with the patch mutex held. Memory comes from mmap and
+// system calls are made through syscall(2) so that this file works unchanged when it is linked into an
 // object that is itself patched (the unit tests link it into the test program).
 #include "payload/got_patch.hpp"
 
@@ -18,6 +18,8 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+
+#include "payload/lock.hpp"
 
 namespace memray::payload::got {
 namespace {
@@ -82,31 +84,6 @@ class MmapVector {
     T* m_data = nullptr;
     size_t m_size = 0;
     size_t m_capacity = 0;
-};
-
-// ---------------------------------------------------------------------------------------------
-// Locking. Recursive: a constructor run by a dlopen we are handling may dlopen again.
-
-pthread_mutex_t g_mutex = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
-
-void atfork_prepare() { pthread_mutex_lock(&g_mutex); }
-void atfork_release() { pthread_mutex_unlock(&g_mutex); }
-
-class Lock {
-  public:
-    Lock() noexcept {
-        static bool s_atfork = false;
-        pthread_mutex_lock(&g_mutex);
-        if (!s_atfork) {
-            // Without this a fork while another thread patches leaves the child's mutex held
-            // forever, and the child's first dlopen would hang in our hook.
-            s_atfork = true;
-            pthread_atfork(atfork_prepare, atfork_release, atfork_release);
-        }
-    }
-    ~Lock() { pthread_mutex_unlock(&g_mutex); }
-    Lock(const Lock&) = delete;
-    Lock& operator=(const Lock&) = delete;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -390,17 +367,43 @@ struct SlotRecord {
     uintptr_t hook;
 };
 
-MmapVector<ObjectRecord> g_objects;
-MmapVector<SlotRecord> g_slots;
-bool g_active = false;  // between a full patch_objects() and unpatch_all()
-unsigned long long g_last_subs = 0;
-bool g_have_subs = false;
+// Everything is read and written by the thread holding `mutex` (the thread starting or stopping
+// a session, or one inside the dlopen/dlclose hooks). Recursive: a constructor run by a dlopen
+// we are handling may dlopen again.
+struct PatchState {
+    Mutex mutex{Mutex::Kind::Recursive};
+    bool atfork_registered = false;
+    MmapVector<ObjectRecord> objects;
+    MmapVector<SlotRecord> slots;
+    MmapVector<ObjectKey> present;  // scratch for reconcile()
+    bool active = false;            // between a full patch_objects() and unpatch_all()
+    unsigned long long last_subs = 0;
+    bool have_subs = false;
+};
+constinit PatchState g_patch;
+
+void atfork_prepare() { g_patch.mutex.lock(); }
+void atfork_release() { g_patch.mutex.unlock(); }
+
+// The mutex for LockGuard. Its first use registers fork handlers: without them a fork while
+// another thread patches leaves the child's mutex held forever, and the child's first dlopen
+// would hang in our hook.
+struct PatchMutex {
+    void lock() noexcept {
+        g_patch.mutex.lock();
+        if (!g_patch.atfork_registered) {
+            g_patch.atfork_registered = true;
+            pthread_atfork(atfork_prepare, atfork_release, atfork_release);
+        }
+    }
+    void unlock() noexcept { g_patch.mutex.unlock(); }
+};
 
 ObjectKey key_of(const dl_phdr_info* info) noexcept { return {info->dlpi_addr, info->dlpi_phdr}; }
 
 long find_object(const ObjectKey& key) noexcept {
-    for (size_t i = 0; i < g_objects.size(); ++i) {
-        if (g_objects[i].key == key) return long(i);
+    for (size_t i = 0; i < g_patch.objects.size(); ++i) {
+        if (g_patch.objects[i].key == key) return long(i);
     }
     return -1;
 }
@@ -411,32 +414,31 @@ unsigned long long subs_of(const dl_phdr_info* info, size_t size) noexcept {
 }
 
 // Drops the objects (and their slots) that dl_iterate_phdr no longer reports.
-MmapVector<ObjectKey> g_present;  // scratch for reconcile()
 
 bool present(const ObjectKey& key) noexcept {
-    for (size_t i = 0; i < g_present.size(); ++i) {
-        if (g_present[i] == key) return true;
+    for (size_t i = 0; i < g_patch.present.size(); ++i) {
+        if (g_patch.present[i] == key) return true;
     }
     return false;
 }
 
 void reconcile() noexcept {
-    g_present.clear();
+    g_patch.present.clear();
     bool complete = true;
     dl_iterate_phdr(
         [](dl_phdr_info* info, size_t size, void* data) -> int {
-            if (!g_present.push_back(key_of(info))) *static_cast<bool*>(data) = false;
-            g_last_subs = subs_of(info, size);
-            g_have_subs = true;
+            if (!g_patch.present.push_back(key_of(info))) *static_cast<bool*>(data) = false;
+            g_patch.last_subs = subs_of(info, size);
+            g_patch.have_subs = true;
             return 0;
         },
         &complete);
     if (!complete) return;  // out of memory: forgetting a live object would be worse than keeping a dead one
-    for (size_t i = g_objects.size(); i-- > 0;) {
-        if (!present(g_objects[i].key)) g_objects.swap_remove(i);
+    for (size_t i = g_patch.objects.size(); i-- > 0;) {
+        if (!present(g_patch.objects[i].key)) g_patch.objects.swap_remove(i);
     }
-    for (size_t s = g_slots.size(); s-- > 0;) {
-        if (!present(g_slots[s].object)) g_slots.swap_remove(s);
+    for (size_t s = g_patch.slots.size(); s-- > 0;) {
+        if (!present(g_patch.slots[s].object)) g_patch.slots.swap_remove(s);
     }
 }
 
@@ -460,13 +462,13 @@ const HookedSymbol* match_symbol(const PatchContext& ctx, const char* name) noex
 }
 
 void remember_slot(const SlotRecord& rec, PatchContext& ctx) noexcept {
-    for (size_t i = 0; i < g_slots.size(); ++i) {
-        if (g_slots[i].slot == rec.slot) {  // a reloaded object at the same address
-            g_slots[i] = rec;
+    for (size_t i = 0; i < g_patch.slots.size(); ++i) {
+        if (g_patch.slots[i].slot == rec.slot) {  // a reloaded object at the same address
+            g_patch.slots[i] = rec;
             return;
         }
     }
-    if (!g_slots.push_back(rec)) ctx.error = -ENOMEM;
+    if (!g_patch.slots.push_back(rec)) ctx.error = -ENOMEM;
 }
 
 // A lazy JUMP_SLOT the loader has not processed holds its PLT stub's link-time address: inside the
@@ -528,7 +530,7 @@ int patch_callback(dl_phdr_info* info, size_t size, void* data) {
     patch_relocations(info, d, d.rela, d.relasz, ctx);
     if (d.pltrel_is_rela) patch_relocations(info, d, d.jmprel, d.pltrelsz, ctx);
     // An object with slots still to be filled stays "new" so that the next pass looks again.
-    if (known < 0 && !ctx.deferred && !g_objects.push_back(ObjectRecord{key})) ctx.error = -ENOMEM;
+    if (known < 0 && !ctx.deferred && !g_patch.objects.push_back(ObjectRecord{key})) ctx.error = -ENOMEM;
     return 0;
 }
 
@@ -653,7 +655,8 @@ bool search_path_list(const char* list, const char* origin, const char* name, ch
 }  // namespace
 
 size_t resolve_real(HookedSymbol* symbols, size_t count, const void* self) noexcept {
-    Lock lock;
+    PatchMutex mutex;
+    LockGuard lock(mutex);
     ResolveContext ctx{symbols, count, self, 0, {}};
     dl_iterate_phdr(resolve_callback, &ctx);
     size_t resolved = 0;
@@ -669,10 +672,11 @@ size_t resolve_real(HookedSymbol* symbols, size_t count, const void* self) noexc
 }
 
 int patch_objects(const HookedSymbol* symbols, size_t count, const void* self, bool only_new) noexcept {
-    Lock lock;
+    PatchMutex mutex;
+    LockGuard lock(mutex);
     // Checked under the lock: a dlopen hook that raced with unpatch_all() must not patch again.
-    if (only_new && !g_active) return 0;
-    g_active = true;
+    if (only_new && !g_patch.active) return 0;
+    g_patch.active = true;
     // Something was unloaded since the last pass: forget it, and look at every object again, since
     // a new one may have been loaded at a known address (slots holding our hook are left alone).
     unsigned long long subs = 0;
@@ -682,19 +686,20 @@ int patch_objects(const HookedSymbol* symbols, size_t count, const void* self, b
             return 1;
         },
         &subs);
-    if (g_have_subs && subs != g_last_subs) {
+    if (g_patch.have_subs && subs != g_patch.last_subs) {
         reconcile();
         only_new = false;
     }
-    g_last_subs = subs;
-    g_have_subs = true;
+    g_patch.last_subs = subs;
+    g_patch.have_subs = true;
     PatchContext ctx{symbols, count, self, only_new, 0, 0, 0, false, {}};
     dl_iterate_phdr(patch_callback, &ctx);
     return ctx.error ? ctx.error : ctx.patched;
 }
 
 void unpatch_all() noexcept {
-    Lock lock;
+    PatchMutex mutex;
+    LockGuard lock(mutex);
     // Restores from inside dl_iterate_phdr: glibc unmaps an object and unlinks it from the list
     // under the same lock that iteration holds, so an object we are visiting cannot disappear
     // while we write to it. Slots of objects that are gone are not visited, only forgotten.
@@ -703,8 +708,8 @@ void unpatch_all() noexcept {
         [](dl_phdr_info* info, size_t, void* data) -> int {
             auto& maps = *static_cast<MapsSnapshot*>(data);
             const ObjectKey key = key_of(info);
-            for (size_t i = 0; i < g_slots.size(); ++i) {
-                const SlotRecord& rec = g_slots[i];
+            for (size_t i = 0; i < g_patch.slots.size(); ++i) {
+                const SlotRecord& rec = g_patch.slots[i];
                 if (!(rec.object == key)) continue;
                 // Only where the slot still holds our hook: anything else was put there by someone else.
                 if (__atomic_load_n(reinterpret_cast<const uintptr_t*>(rec.slot), __ATOMIC_ACQUIRE) != rec.hook)
@@ -716,25 +721,29 @@ void unpatch_all() noexcept {
             return 0;
         },
         &maps);
-    g_slots.clear();
-    g_objects.clear();
-    g_present.clear();
-    g_active = false;
+    g_patch.slots.clear();
+    g_patch.objects.clear();
+    g_patch.present.clear();
+    g_patch.active = false;
 }
 
 void forget_unloaded() noexcept {
-    Lock lock;
+    PatchMutex mutex;
+    LockGuard lock(mutex);
     reconcile();
 }
 
 unsigned patched_slot_count() noexcept {
-    Lock lock;
-    return unsigned(g_slots.size());
+    PatchMutex mutex;
+    LockGuard lock(mutex);
+    return unsigned(g_patch.slots.size());
 }
 
 void for_each_patched_slot(void (*fn)(uintptr_t slot, uintptr_t previous, void* ctx), void* ctx) noexcept {
-    Lock lock;
-    for (size_t i = 0; i < g_slots.size(); ++i) fn(g_slots[i].slot, g_slots[i].previous, ctx);
+    PatchMutex mutex;
+    LockGuard lock(mutex);
+    for (size_t i = 0; i < g_patch.slots.size(); ++i)
+        fn(g_patch.slots[i].slot, g_patch.slots[i].previous, ctx);
 }
 
 size_t executable_path(char* out, size_t len) noexcept { return executable_path_into(out, len); }

@@ -14,11 +14,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdarg>
 #include <climits>
 #include <cstring>
+#include <type_traits>
 
 #include "payload/api.hpp"
 #include "payload/got_patch.hpp"
+#include "payload/hook_list.hpp"
 #include "payload/log.hpp"
 #include "payload/tracker.hpp"
 
@@ -27,44 +30,26 @@ namespace {
 
 using format::Allocator;
 
-enum HookIndex : unsigned {
-    k_malloc,
-    k_free,
-    k_calloc,
-    k_realloc,
-    k_posix_memalign,
-    k_aligned_alloc,
-    k_memalign,
-    k_valloc,
-    k_pvalloc,
-    k_mmap,
-    k_mmap64,
-    k_munmap,
-    k_free_sized,
-    k_free_aligned_sized,
-    k_dlopen,
-    k_dlclose,
-    k_prctl,
-    k_pthread_setname_np,
-    k_execve,
-    k_execv,
-    k_execvp,
-    k_execvpe,
-    k_fexecve,
-    k_hook_count,
+// Written by install_hooks() (the thread starting a session) before the first slot points at a
+// hook; read by every hook afterwards. `installed` is also cleared by uninstall_hooks() and read
+// by the dlopen/dlclose hooks (atomic access only). Never reset: a real pointer, once found,
+// stays valid for the life of the process (resolve_real only fills empty entries).
+struct HooksState {
+    got::HookedSymbol symbols[k_hook_count] = {};  // names, hooks, real functions; by HookId
+    bool installed = false;
+    long pthread_tid_offset = -1;  // offset of the kernel tid in glibc's struct pthread
+    pid_t install_pid = 0;         // the process that installed the hooks (owns the capture)
 };
+constinit HooksState g_hooks;
 
-// Names, hooks and real functions. The real pointers are written once, before the first slot
-// points at a hook, and never change afterwards (resolve_real only fills empty entries).
-got::HookedSymbol g_symbols[k_hook_count];
-bool g_installed = false;        // atomic access only
-long g_pthread_tid_offset = -1;  // offset of the kernel tid in glibc's struct pthread
-pid_t g_install_pid = 0;         // the process that installed the hooks (and owns the capture)
-
-template <typename Fn>
-inline Fn real(HookIndex i) noexcept {
-    return reinterpret_cast<Fn>(g_symbols[i].real);
-}
+// real_<name>(): the real function, typed as the list declares it (no casts at the call sites).
+#define MEMRAY_REAL_ACCESSOR(sym, ret, params, kind, need)                                      \
+    using sym##_fn = ret(*) params;                                                             \
+    inline sym##_fn real_##sym() noexcept {                                                     \
+        return reinterpret_cast<sym##_fn>(g_hooks.symbols[unsigned(HookId::sym)].real);         \
+    }
+MEMRAY_PAYLOAD_HOOKS(MEMRAY_REAL_ACCESSOR)
+#undef MEMRAY_REAL_ACCESSOR
 
 inline bool should_record() noexcept { return tracking_enabled() && !ReentryGuard::active(); }
 
@@ -98,7 +83,7 @@ void* hook_malloc(size_t size) noexcept {
     void* ret;
     {
         ReentryGuard guard;
-        ret = real<void* (*)(size_t)>(k_malloc)(size);
+        ret = real_malloc()(size);
     }
     if (ret && should_record()) record_alloc(Allocator::Malloc, ret, size);
     return ret;
@@ -107,14 +92,14 @@ void* hook_malloc(size_t size) noexcept {
 void hook_free(void* ptr) noexcept {
     if (ptr && should_record()) record_dealloc(Allocator::Free, ptr, 0);
     ReentryGuard guard;
-    real<void (*)(void*)>(k_free)(ptr);
+    real_free()(ptr);
 }
 
 void* hook_calloc(size_t nmemb, size_t size) noexcept {
     void* ret;
     {
         ReentryGuard guard;
-        ret = real<void* (*)(size_t, size_t)>(k_calloc)(nmemb, size);
+        ret = real_calloc()(nmemb, size);
     }
     if (ret && should_record()) record_alloc(Allocator::Calloc, ret, nmemb * size);
     return ret;
@@ -128,7 +113,7 @@ void* hook_realloc(void* ptr, size_t size) noexcept {
     void* ret;
     {
         ReentryGuard guard;
-        ret = real<void* (*)(void*, size_t)>(k_realloc)(ptr, size);
+        ret = real_realloc()(ptr, size);
     }
     if (ret && should_record()) {
         // As memray: the old block is freed and the new one allocated by REALLOC.
@@ -142,7 +127,7 @@ int hook_posix_memalign(void** memptr, size_t alignment, size_t size) noexcept {
     int ret;
     {
         ReentryGuard guard;
-        ret = real<int (*)(void**, size_t, size_t)>(k_posix_memalign)(memptr, alignment, size);
+        ret = real_posix_memalign()(memptr, alignment, size);
     }
     if (ret == 0 && should_record()) record_alloc(Allocator::PosixMemalign, *memptr, size);
     return ret;
@@ -152,7 +137,7 @@ void* hook_aligned_alloc(size_t alignment, size_t size) noexcept {
     void* ret;
     {
         ReentryGuard guard;
-        ret = real<void* (*)(size_t, size_t)>(k_aligned_alloc)(alignment, size);
+        ret = real_aligned_alloc()(alignment, size);
     }
     if (ret && should_record()) record_alloc(Allocator::AlignedAlloc, ret, size);
     return ret;
@@ -162,7 +147,7 @@ void* hook_memalign(size_t alignment, size_t size) noexcept {
     void* ret;
     {
         ReentryGuard guard;
-        ret = real<void* (*)(size_t, size_t)>(k_memalign)(alignment, size);
+        ret = real_memalign()(alignment, size);
     }
     if (ret && should_record()) record_alloc(Allocator::Memalign, ret, size);
     return ret;
@@ -172,7 +157,7 @@ void* hook_valloc(size_t size) noexcept {
     void* ret;
     {
         ReentryGuard guard;
-        ret = real<void* (*)(size_t)>(k_valloc)(size);
+        ret = real_valloc()(size);
     }
     if (ret && should_record()) record_alloc(Allocator::Valloc, ret, size);
     return ret;
@@ -182,71 +167,70 @@ void* hook_pvalloc(size_t size) noexcept {
     void* ret;
     {
         ReentryGuard guard;
-        ret = real<void* (*)(size_t)>(k_pvalloc)(size);
+        ret = real_pvalloc()(size);
     }
     if (ret && should_record()) record_alloc(Allocator::Pvalloc, ret, size);
     return ret;
 }
 
-using MmapFn = void* (*)(void*, size_t, int, int, int, off_t);
-
-void* mmap_common(HookIndex which, void* addr, size_t length, int prot, int flags, int fd, off_t offset) noexcept {
+void* mmap_common(mmap_fn real, void* addr, size_t length, int prot, int flags, int fd,
+                  off_t offset) noexcept {
     void* ret;
     {
         ReentryGuard guard;
-        ret = real<MmapFn>(which)(addr, length, prot, flags, fd, offset);
+        ret = real(addr, length, prot, flags, fd, offset);
     }
     if (ret != MAP_FAILED && should_record()) record_alloc(Allocator::Mmap, ret, length);
     return ret;
 }
 
 void* hook_mmap(void* addr, size_t length, int prot, int flags, int fd, off_t offset) noexcept {
-    return mmap_common(k_mmap, addr, length, prot, flags, fd, offset);
+    return mmap_common(real_mmap(), addr, length, prot, flags, fd, offset);
 }
 
 void* hook_mmap64(void* addr, size_t length, int prot, int flags, int fd, off_t offset) noexcept {
-    return mmap_common(k_mmap64, addr, length, prot, flags, fd, offset);
+    return mmap_common(real_mmap64(), addr, length, prot, flags, fd, offset);
 }
 
 int hook_munmap(void* addr, size_t length) noexcept {
     if (should_record()) record_dealloc(Allocator::Munmap, addr, length);
     ReentryGuard guard;
-    return real<int (*)(void*, size_t)>(k_munmap)(addr, length);
+    return real_munmap()(addr, length);
 }
 
 void hook_free_sized(void* ptr, size_t size) noexcept {
     if (ptr && should_record()) record_dealloc(Allocator::Free, ptr, 0);
     ReentryGuard guard;
-    real<void (*)(void*, size_t)>(k_free_sized)(ptr, size);
+    real_free_sized()(ptr, size);
 }
 
 void hook_free_aligned_sized(void* ptr, size_t alignment, size_t size) noexcept {
     if (ptr && should_record()) record_dealloc(Allocator::Free, ptr, 0);
     ReentryGuard guard;
-    real<void (*)(void*, size_t, size_t)>(k_free_aligned_sized)(ptr, alignment, size);
+    real_free_aligned_sized()(ptr, alignment, size);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Loading and unloading
 
 void objects_changed() noexcept {
-    if (__atomic_load_n(&g_installed, __ATOMIC_ACQUIRE)) patch_new_objects();
+    if (__atomic_load_n(&g_hooks.installed, __ATOMIC_ACQUIRE)) patch_new_objects();
     if (tracking_enabled()) notify_objects_changed();
 }
 
 void* hook_dlopen(const char* file, int flags) noexcept {
     const void* caller = __builtin_return_address(0);
-    auto real_dlopen = real<void* (*)(const char*, int)>(k_dlopen);
+    dlopen_fn real = real_dlopen();
     void* handle = nullptr;
     char path[PATH_MAX];
     const char* name = file;
     if (file && !strchr(file, '/')) {
         // A name already loaded (as a path's basename or a soname) is returned by the loader without
         // a search; a path from the caller's RUNPATH could load a second copy instead.
-        handle = real_dlopen(file, flags | RTLD_NOLOAD);
+        handle = real(file, flags | RTLD_NOLOAD);
         if (!handle && got::resolve_library_for_caller(file, caller, path, sizeof(path))) name = path;
     }
-    if (!handle) handle = real_dlopen(name, flags);
+    if (!handle) handle = real(name, flags);
     if (handle) {
         ErrnoKeeper keep;
         objects_changed();
@@ -255,9 +239,9 @@ void* hook_dlopen(const char* file, int flags) noexcept {
 }
 
 int hook_dlclose(void* handle) noexcept {
-    int ret = real<int (*)(void*)>(k_dlclose)(handle);
+    int ret = real_dlclose()(handle);
     ErrnoKeeper keep;
-    if (__atomic_load_n(&g_installed, __ATOMIC_ACQUIRE)) got::forget_unloaded();
+    if (__atomic_load_n(&g_hooks.installed, __ATOMIC_ACQUIRE)) got::forget_unloaded();
     if (tracking_enabled()) notify_objects_changed();
     return ret;
 }
@@ -265,9 +249,17 @@ int hook_dlclose(void* handle) noexcept {
 // ---------------------------------------------------------------------------------------------
 // Thread names
 
-// prctl is variadic; on x86-64 its integer arguments arrive in the same registers either way.
-int hook_prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5) noexcept {
-    int ret = real<int (*)(int, ...)>(k_prctl)(option, arg2, arg3, arg4, arg5);
+// Variadic as declared; every option takes at most four more integer arguments, and reading all
+// four whatever the option is what glibc's own prctl does before the system call.
+int hook_prctl(int option, ...) noexcept {
+    va_list ap;
+    va_start(ap, option);
+    unsigned long arg2 = va_arg(ap, unsigned long);
+    unsigned long arg3 = va_arg(ap, unsigned long);
+    unsigned long arg4 = va_arg(ap, unsigned long);
+    unsigned long arg5 = va_arg(ap, unsigned long);
+    va_end(ap);
+    int ret = real_prctl()(option, arg2, arg3, arg4, arg5);
     if (ret == 0 && option == PR_SET_NAME && arg2 != 0 && should_record()) {
         char name[16];  // what the kernel keeps: 15 bytes and a NUL
         strncpy(name, reinterpret_cast<const char*>(arg2), sizeof(name) - 1);
@@ -279,13 +271,14 @@ int hook_prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long
 }
 
 int hook_pthread_setname_np(pthread_t thread, const char* name) noexcept {
-    int ret = real<int (*)(pthread_t, const char*)>(k_pthread_setname_np)(thread, name);
+    int ret = real_pthread_setname_np()(thread, name);
     if (ret == 0 && name && should_record()) {
         long tid = -1;
         if (pthread_equal(thread, pthread_self())) {
             tid = current_tid();
-        } else if (g_pthread_tid_offset >= 0) {
-            tid = *reinterpret_cast<const pid_t*>(reinterpret_cast<const char*>(thread) + g_pthread_tid_offset);
+        } else if (g_hooks.pthread_tid_offset >= 0) {
+            const char* pd = reinterpret_cast<const char*>(thread);
+            tid = *reinterpret_cast<const pid_t*>(pd + g_hooks.pthread_tid_offset);
         }
         ErrnoKeeper keep;
         if (tid > 0) record_thread_name(tid, name);
@@ -299,87 +292,67 @@ int hook_pthread_setname_np(pthread_t thread, const char* name) noexcept {
 // has tracking off already, and a vfork child shares our memory but must not touch our writer.
 
 void finish_before_exec() noexcept {
-    if (!tracking_enabled() || ReentryGuard::active() || getpid() != g_install_pid) return;
+    if (!tracking_enabled() || ReentryGuard::active() || getpid() != g_hooks.install_pid) return;
     ErrnoKeeper keep;
     memray_payload_stop();
 }
 
 int hook_execve(const char* path, char* const argv[], char* const envp[]) noexcept {
     finish_before_exec();
-    return real<int (*)(const char*, char* const*, char* const*)>(k_execve)(path, argv, envp);
+    return real_execve()(path, argv, envp);
 }
 
 int hook_execv(const char* path, char* const argv[]) noexcept {
     finish_before_exec();
-    return real<int (*)(const char*, char* const*)>(k_execv)(path, argv);
+    return real_execv()(path, argv);
 }
 
 int hook_execvp(const char* file, char* const argv[]) noexcept {
     finish_before_exec();
-    return real<int (*)(const char*, char* const*)>(k_execvp)(file, argv);
+    return real_execvp()(file, argv);
 }
 
 int hook_execvpe(const char* file, char* const argv[], char* const envp[]) noexcept {
     finish_before_exec();
-    return real<int (*)(const char*, char* const*, char* const*)>(k_execvpe)(file, argv, envp);
+    return real_execvpe()(file, argv, envp);
 }
 
 int hook_fexecve(int fd, char* const argv[], char* const envp[]) noexcept {
     finish_before_exec();
-    return real<int (*)(int, char* const*, char* const*)>(k_fexecve)(fd, argv, envp);
+    return real_fexecve()(fd, argv, envp);
 }
 
 // ---------------------------------------------------------------------------------------------
 
 const void* self_address() noexcept { return reinterpret_cast<const void*>(&install_hooks); }
 
+// Each body must have its line's signature: a slot patched with a mismatched hook would pass the
+// caller's arguments wrongly.
+#define MEMRAY_CHECK_HOOK(sym, ret, params, kind, need)                                         \
+    static_assert(std::is_same_v<decltype(&hook_##sym), ret(*) params noexcept>,                \
+                  "hook_" #sym " does not have the signature hook_list.hpp gives");
+MEMRAY_PAYLOAD_HOOKS(MEMRAY_CHECK_HOOK)
+#undef MEMRAY_CHECK_HOOK
+
+// Names and hooks only: `real` is filled once by resolve_real and never rewritten.
 void init_table() noexcept {
-    struct Entry {
-        HookIndex index;
-        const char* name;
-        void* hook;
-    };
-    static const Entry k_entries[] = {
-        {k_malloc, "malloc", reinterpret_cast<void*>(&hook_malloc)},
-        {k_free, "free", reinterpret_cast<void*>(&hook_free)},
-        {k_calloc, "calloc", reinterpret_cast<void*>(&hook_calloc)},
-        {k_realloc, "realloc", reinterpret_cast<void*>(&hook_realloc)},
-        {k_posix_memalign, "posix_memalign", reinterpret_cast<void*>(&hook_posix_memalign)},
-        {k_aligned_alloc, "aligned_alloc", reinterpret_cast<void*>(&hook_aligned_alloc)},
-        {k_memalign, "memalign", reinterpret_cast<void*>(&hook_memalign)},
-        {k_valloc, "valloc", reinterpret_cast<void*>(&hook_valloc)},
-        {k_pvalloc, "pvalloc", reinterpret_cast<void*>(&hook_pvalloc)},
-        {k_mmap, "mmap", reinterpret_cast<void*>(&hook_mmap)},
-        {k_mmap64, "mmap64", reinterpret_cast<void*>(&hook_mmap64)},
-        {k_munmap, "munmap", reinterpret_cast<void*>(&hook_munmap)},
-        {k_free_sized, "free_sized", reinterpret_cast<void*>(&hook_free_sized)},
-        {k_free_aligned_sized, "free_aligned_sized", reinterpret_cast<void*>(&hook_free_aligned_sized)},
-        {k_dlopen, "dlopen", reinterpret_cast<void*>(&hook_dlopen)},
-        {k_dlclose, "dlclose", reinterpret_cast<void*>(&hook_dlclose)},
-        {k_prctl, "prctl", reinterpret_cast<void*>(&hook_prctl)},
-        {k_pthread_setname_np, "pthread_setname_np", reinterpret_cast<void*>(&hook_pthread_setname_np)},
-        {k_execve, "execve", reinterpret_cast<void*>(&hook_execve)},
-        {k_execv, "execv", reinterpret_cast<void*>(&hook_execv)},
-        {k_execvp, "execvp", reinterpret_cast<void*>(&hook_execvp)},
-        {k_execvpe, "execvpe", reinterpret_cast<void*>(&hook_execvpe)},
-        {k_fexecve, "fexecve", reinterpret_cast<void*>(&hook_fexecve)},
-    };
-    static_assert(sizeof(k_entries) / sizeof(k_entries[0]) == k_hook_count);
-    for (const Entry& e : k_entries) {
-        g_symbols[e.index].name = e.name;
-        g_symbols[e.index].hook = e.hook;
-    }
+#define MEMRAY_TABLE_ENTRY(sym, ret, params, kind, need)                                        \
+    g_hooks.symbols[unsigned(HookId::sym)].name = #sym;                                         \
+    g_hooks.symbols[unsigned(HookId::sym)].hook = reinterpret_cast<void*>(&hook_##sym);
+    MEMRAY_PAYLOAD_HOOKS(MEMRAY_TABLE_ENTRY)
+#undef MEMRAY_TABLE_ENTRY
 }
 
 // glibc publishes struct pthread's layout for libthread_db; trust it only if it finds our own tid.
 void find_pthread_tid_offset() noexcept {
-    if (g_pthread_tid_offset >= 0) return;
+    if (g_hooks.pthread_tid_offset >= 0) return;
     got::HookedSymbol desc{"_thread_db_pthread_tid", nullptr, nullptr};
     if (got::resolve_real(&desc, 1, self_address()) == 0) return;
     const auto* d = static_cast<const uint32_t*>(desc.real);  // {size in bits, count, offset}
     if (d[0] != 32 || d[2] > 4096) return;
     const auto* self = reinterpret_cast<const char*>(pthread_self());
-    if (*reinterpret_cast<const pid_t*>(self + d[2]) == pid_t(current_tid())) g_pthread_tid_offset = d[2];
+    if (*reinterpret_cast<const pid_t*>(self + d[2]) == pid_t(current_tid()))
+        g_hooks.pthread_tid_offset = d[2];
 }
 
 }  // namespace
@@ -387,19 +360,18 @@ void find_pthread_tid_offset() noexcept {
 int install_hooks() noexcept {
     ReentryGuard guard;  // anything we call may allocate; none of it is the program's
     init_table();
-    got::resolve_real(g_symbols, k_hook_count, self_address());
-    static const HookIndex k_required[] = {k_malloc, k_free, k_calloc, k_realloc};
-    for (HookIndex required : k_required) {
-        if (!g_symbols[required].real) {
+    got::resolve_real(g_hooks.symbols, k_hook_count, self_address());
+    for (unsigned i = 0; i < k_hook_count; ++i) {
+        if (k_hook_info[i].need == HookNeed::Required && !g_hooks.symbols[i].real) {
             log(LogLevel::Error, "cannot find the real %s in any loaded object; not tracking",
-                g_symbols[required].name);
+                g_hooks.symbols[i].name);
             return -ENOENT;
         }
     }
     find_pthread_tid_offset();
-    g_install_pid = getpid();
-    __atomic_store_n(&g_installed, true, __ATOMIC_RELEASE);
-    int ret = got::patch_objects(g_symbols, k_hook_count, self_address(), false);
+    g_hooks.install_pid = getpid();
+    __atomic_store_n(&g_hooks.installed, true, __ATOMIC_RELEASE);
+    int ret = got::patch_objects(g_hooks.symbols, k_hook_count, self_address(), false);
     if (ret < 0) {
         log(LogLevel::Error, "patching GOT slots failed (%s); not tracking", strerror(-ret));
         uninstall_hooks();
@@ -410,15 +382,15 @@ int install_hooks() noexcept {
 }
 
 int patch_new_objects() noexcept {
-    if (!__atomic_load_n(&g_installed, __ATOMIC_ACQUIRE)) return 0;
+    if (!__atomic_load_n(&g_hooks.installed, __ATOMIC_ACQUIRE)) return 0;
     ReentryGuard guard;
-    int ret = got::patch_objects(g_symbols, k_hook_count, self_address(), true);
+    int ret = got::patch_objects(g_hooks.symbols, k_hook_count, self_address(), true);
     return ret < 0 ? ret : 0;
 }
 
 void uninstall_hooks() noexcept {
     ReentryGuard guard;
-    __atomic_store_n(&g_installed, false, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_hooks.installed, false, __ATOMIC_RELEASE);
     got::unpatch_all();
 }
 

@@ -75,16 +75,19 @@ using GetStateFn = void* (*)();
 using IsInitializedFn = int (*)();
 using GetVersionFn = const char* (*)();
 
-// Written once by python_init() before tracking starts; the release store on g_layout publishes
-// the rest to the hot path.
-Layout g_layout_storage;
-std::atomic<const Layout*> g_layout{nullptr};
-GetStateFn g_get_state = nullptr;
-IsInitializedFn g_is_initialized = nullptr;
-const void* g_code_type = nullptr;
-const void* g_bytes_type = nullptr;
-const void* g_unicode_type = nullptr;
-char g_version[32] = "";
+// Written by python_init() (the thread starting a session) before tracking starts; the release
+// store on `layout` publishes the rest to the hot path, which only reads.
+struct PythonState {
+    Layout layout_storage{};
+    std::atomic<const Layout*> layout{nullptr};
+    GetStateFn get_state = nullptr;
+    IsInitializedFn is_initialized = nullptr;
+    const void* code_type = nullptr;
+    const void* bytes_type = nullptr;
+    const void* unicode_type = nullptr;
+    char version[32] = "";
+};
+constinit PythonState g_python;
 
 // User-space, non-NULL and pointer-aligned: anything else on a chain means we misread it.
 inline bool plausible(const void* p) {
@@ -170,7 +173,7 @@ size_t put_utf8(char* out, size_t pos, size_t cap, uint32_t cp) {
 // Decodes a str object's code points to UTF-8 without the API (no GIL, no allocation).
 bool copy_unicode(const Layout& l, const void* str, char* out, size_t cap) {
     out[0] = '\0';
-    if (!has_type(str, g_unicode_type)) return false;
+    if (!has_type(str, g_python.unicode_type)) return false;
     auto length = load<int64_t>(str, k_str_length);
     uint32_t state = load<uint32_t>(str, k_str_state);
     unsigned kind = (state >> 2) & 7;
@@ -209,7 +212,7 @@ bool copy_unicode(const Layout& l, const void* str, char* out, size_t cap) {
 }  // namespace
 
 bool python_init() noexcept {
-    if (g_layout.load(std::memory_order_acquire) != nullptr) return true;
+    if (g_python.layout.load(std::memory_order_acquire) != nullptr) return true;
     auto get_version = reinterpret_cast<GetVersionFn>(dlsym(RTLD_DEFAULT, "Py_GetVersion"));
     auto get_state =
         reinterpret_cast<GetStateFn>(dlsym(RTLD_DEFAULT, "PyGILState_GetThisThreadState"));
@@ -239,47 +242,47 @@ bool python_init() noexcept {
         if (l.version == version) found = &l;
     }
     if (found == nullptr) return false;
-    g_layout_storage = *found;
+    g_python.layout_storage = *found;
     if (version == 0x030d) {
         if (is_free_threaded_313()) return false;  // different object header
-        apply_debug_offsets(g_layout_storage);
+        apply_debug_offsets(g_python.layout_storage);
     }
     // Cross-check the object header layout on a type we know.
     const char* type_name = static_cast<const char*>(load_ptr(code_type, k_tp_name));
     if (type_name == nullptr || std::strcmp(type_name, "code") != 0) return false;
 
     size_t n = 0;
-    while (n + 1 < sizeof(g_version) && text[n] != '\0' && text[n] != ' ') {
-        g_version[n] = text[n];
+    while (n + 1 < sizeof(g_python.version) && text[n] != '\0' && text[n] != ' ') {
+        g_python.version[n] = text[n];
         ++n;
     }
-    g_version[n] = '\0';
-    g_get_state = get_state;
-    g_is_initialized = is_initialized;
-    g_code_type = code_type;
-    g_bytes_type = bytes_type;
-    g_unicode_type = unicode_type;
-    g_layout.store(&g_layout_storage, std::memory_order_release);
+    g_python.version[n] = '\0';
+    g_python.get_state = get_state;
+    g_python.is_initialized = is_initialized;
+    g_python.code_type = code_type;
+    g_python.bytes_type = bytes_type;
+    g_python.unicode_type = unicode_type;
+    g_python.layout.store(&g_python.layout_storage, std::memory_order_release);
     return true;
 }
 
 const char* python_version_string() noexcept {
-    return g_layout.load(std::memory_order_acquire) ? g_version : "";
+    return g_python.layout.load(std::memory_order_acquire) ? g_python.version : "";
 }
 
 uint32_t python_line_format() noexcept {
-    const Layout* l = g_layout.load(std::memory_order_acquire);
+    const Layout* l = g_python.layout.load(std::memory_order_acquire);
     return l ? l->version : 0;
 }
 
 size_t python_walk(PyFrameRef* out, size_t max) noexcept {
-    const Layout* lp = g_layout.load(std::memory_order_acquire);
+    const Layout* lp = g_python.layout.load(std::memory_order_acquire);
     if (lp == nullptr || max == 0) return 0;
     const Layout& l = *lp;
     // Before initialization (3.12+ would read a TSS key that does not exist yet) and after
     // finalization began, report no Python frames.
-    if (!g_is_initialized()) return 0;
-    const void* tstate = g_get_state();
+    if (!g_python.is_initialized()) return 0;
+    const void* tstate = g_python.get_state();
     if (!plausible(tstate)) return 0;
 
     const void* frame;
@@ -319,7 +322,7 @@ size_t python_walk(PyFrameRef* out, size_t max) noexcept {
         }
         last_kept = false;
         const void* code = load_ptr(frame, l.fr_code);
-        if (!has_type(code, g_code_type)) break;
+        if (!has_type(code, g_python.code_type)) break;
 
         uint32_t offset = 0;
         if (l.model == Model::FrameObject) {
@@ -345,7 +348,7 @@ size_t python_walk(PyFrameRef* out, size_t max) noexcept {
 }
 
 uint64_t python_code_fingerprint(const void* code) noexcept {
-    const Layout* l = g_layout.load(std::memory_order_acquire);
+    const Layout* l = g_python.layout.load(std::memory_order_acquire);
     if (l == nullptr || !plausible(code)) return 0;
     auto mix = [](uint64_t h, uint64_t v) {
         h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
@@ -364,8 +367,8 @@ bool python_code_details(const void* code, PyCodeDetails& out) noexcept {
     out.first_line = 0;
     out.line_table = nullptr;
     out.line_table_len = 0;
-    const Layout* lp = g_layout.load(std::memory_order_acquire);
-    if (lp == nullptr || !has_type(code, g_code_type)) return false;
+    const Layout* lp = g_python.layout.load(std::memory_order_acquire);
+    if (lp == nullptr || !has_type(code, g_python.code_type)) return false;
     const Layout& l = *lp;
     const void* name = load_ptr(code, l.co_qualname ? l.co_qualname : l.co_name);
     if (!copy_unicode(l, name, out.function, sizeof(out.function))) {
@@ -375,7 +378,7 @@ bool python_code_details(const void* code, PyCodeDetails& out) noexcept {
     int first_line = load<int32_t>(code, l.co_firstlineno);
     out.first_line = first_line > 0 ? uint32_t(first_line) : 0;
     const void* table = load_ptr(code, l.co_linetable);
-    if (has_type(table, g_bytes_type)) {
+    if (has_type(table, g_python.bytes_type)) {
         auto len = load<int64_t>(table, k_ob_size);
         if (len >= 0) {
             out.line_table = static_cast<const uint8_t*>(table) + k_bytes_sval;

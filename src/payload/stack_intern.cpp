@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "format/encoder.hpp"
+#include "payload/lock.hpp"
 #include "payload/log.hpp"
 #include "payload/python_stack.hpp"
 
@@ -134,46 +135,47 @@ bool table_insert(std::atomic<Table<Slot>*>& current, uint64_t h, uint32_t id,
     return true;
 }
 
-std::atomic<bool> g_lock{false};
-std::atomic<Table<NodeSlot>*> g_nodes{nullptr};
-std::atomic<Table<CodeSlot>*> g_codes{nullptr};
-uint32_t g_next_node = 0;  // under g_lock
-uint32_t g_next_code = 0;  // under g_lock
-std::atomic<uint32_t> g_node_count{0};
-std::atomic<uint32_t> g_code_count{0};
-bool g_failed_logged = false;
+// The tables are searched lock-free by every recording thread. Everything else is written under
+// `lock`: by a recording thread adding a node or code, by the writer thread consuming the
+// channel, by intern_reset() between sessions. `consumed` is read by the writer alone. Never
+// reset as a whole: the channel mapping and the tables' memory are reused across sessions.
+struct InternState {
+    SpinLock lock;
+    std::atomic<Table<NodeSlot>*> nodes{nullptr};
+    std::atomic<Table<CodeSlot>*> codes{nullptr};
+    uint32_t next_node = 0;
+    uint32_t next_code = 0;
+    std::atomic<uint32_t> node_count{0};
+    std::atomic<uint32_t> code_count{0};
+    bool failed_logged = false;
 
-uint8_t* g_channel = nullptr;
-std::atomic<size_t> g_committed{0};  // written under g_lock
-size_t g_consumed = 0;               // writer only (reset under g_lock)
+    uint8_t* channel = nullptr;       // the metadata channel, mapped once
+    std::atomic<size_t> committed{0};  // bytes queued
+    size_t consumed = 0;               // bytes the writer took
+};
+constinit InternState g_intern;
 
-void lock() noexcept {
-    for (unsigned spins = 0;;) {
-        if (!g_lock.exchange(true, std::memory_order_acquire)) return;
-        while (g_lock.load(std::memory_order_relaxed)) {
-            if (++spins > 64) sched_yield();
-            else __builtin_ia32_pause();
+// The lock, taken only once the channel has room for `bytes` (for LockGuard). A full channel
+// means the writer is far behind: let it catch up rather than lose the record.
+struct ChannelRoom {
+    size_t bytes;
+    void lock() noexcept {
+        for (;;) {
+            g_intern.lock.lock();
+            if (g_intern.committed.load(std::memory_order_relaxed) + bytes <= k_channel_bytes)
+                return;
+            g_intern.lock.unlock();
+            writer_wake();
+            timespec ts{0, 1000000};
+            nanosleep(&ts, nullptr);
         }
     }
-}
-void unlock() noexcept { g_lock.store(false, std::memory_order_release); }
-
-// Takes the lock with at least `bytes` free in the channel. A full channel means the writer is
-// far behind: let it catch up rather than lose the record.
-void lock_with_room(size_t bytes) noexcept {
-    for (;;) {
-        lock();
-        if (g_committed.load(std::memory_order_relaxed) + bytes <= k_channel_bytes) return;
-        unlock();
-        writer_wake();
-        timespec ts{0, 1000000};
-        nanosleep(&ts, nullptr);
-    }
-}
+    void unlock() noexcept { g_intern.lock.unlock(); }
+};
 
 void fail_once(const char* what) noexcept {
-    if (g_failed_logged) return;
-    g_failed_logged = true;
+    if (g_intern.failed_logged) return;
+    g_intern.failed_logged = true;
     log(LogLevel::Error, "error: %s; stacks will be truncated", what);
 }
 
@@ -191,13 +193,13 @@ inline T get_raw(const uint8_t*& p) noexcept {
 }
 
 uint32_t find_node(uint32_t parent_kind, uint64_t value, uint64_t h) noexcept {
-    return table_find(g_nodes.load(std::memory_order_acquire), h, [&](const NodeSlot& s) {
+    return table_find(g_intern.nodes.load(std::memory_order_acquire), h, [&](const NodeSlot& s) {
         return s.parent_kind == parent_kind && s.value == value;
     });
 }
 
 uint32_t find_code(uint64_t code, uint64_t fp, uint64_t h) noexcept {
-    return table_find(g_codes.load(std::memory_order_acquire), h, [&](const CodeSlot& s) {
+    return table_find(g_intern.codes.load(std::memory_order_acquire), h, [&](const CodeSlot& s) {
         return s.code == code && s.fingerprint == fp;
     });
 }
@@ -205,32 +207,31 @@ uint32_t find_code(uint64_t code, uint64_t fp, uint64_t h) noexcept {
 }  // namespace
 
 bool intern_init() noexcept {
-    if (g_channel) return true;
-    g_channel = static_cast<uint8_t*>(map_memory(k_channel_bytes));
-    if (!g_channel) return false;
+    if (g_intern.channel) return true;
+    g_intern.channel = static_cast<uint8_t*>(map_memory(k_channel_bytes));
+    if (!g_intern.channel) return false;
     intern_reset();
-    return g_nodes.load() && g_codes.load();
+    return g_intern.nodes.load() && g_intern.codes.load();
 }
 
 void intern_reset() noexcept {
-    lock();
-    table_free_chain(g_nodes.load(std::memory_order_relaxed));
-    table_free_chain(g_codes.load(std::memory_order_relaxed));
-    g_nodes.store(table_new<NodeSlot>(k_initial_node_slots), std::memory_order_release);
-    g_codes.store(table_new<CodeSlot>(k_initial_code_slots), std::memory_order_release);
-    g_next_node = 0;
-    g_next_code = 0;
-    g_node_count.store(0, std::memory_order_relaxed);
-    g_code_count.store(0, std::memory_order_relaxed);
-    size_t used = g_committed.load(std::memory_order_relaxed);
-    if (used > (size_t(1) << 20)) madvise(g_channel, used, MADV_DONTNEED);
-    g_committed.store(0, std::memory_order_release);
-    g_consumed = 0;
-    g_failed_logged = false;
-    unlock();
+    LockGuard lock(g_intern.lock);
+    table_free_chain(g_intern.nodes.load(std::memory_order_relaxed));
+    table_free_chain(g_intern.codes.load(std::memory_order_relaxed));
+    g_intern.nodes.store(table_new<NodeSlot>(k_initial_node_slots), std::memory_order_release);
+    g_intern.codes.store(table_new<CodeSlot>(k_initial_code_slots), std::memory_order_release);
+    g_intern.next_node = 0;
+    g_intern.next_code = 0;
+    g_intern.node_count.store(0, std::memory_order_relaxed);
+    g_intern.code_count.store(0, std::memory_order_relaxed);
+    size_t used = g_intern.committed.load(std::memory_order_relaxed);
+    if (used > (size_t(1) << 20)) madvise(g_intern.channel, used, MADV_DONTNEED);
+    g_intern.committed.store(0, std::memory_order_release);
+    g_intern.consumed = 0;
+    g_intern.failed_logged = false;
 }
 
-void intern_after_fork_child() noexcept { g_lock.store(false, std::memory_order_relaxed); }
+void intern_after_fork_child() noexcept { g_intern.lock.reset_in_child(); }
 
 uint32_t intern_code(const void* code, uint64_t fingerprint) noexcept {
     uint64_t key = uint64_t(uintptr_t(code));
@@ -252,42 +253,38 @@ uint32_t intern_code(const void* code, uint64_t fingerprint) noexcept {
     size_t bound = 1 + 4 + 1 + 10 + 10 + sizeof details.function + 10 + sizeof details.file +
                    10 + 10 + 10 + lt_len;
 
-    lock_with_room(bound);
-    uint32_t id = find_code(key, fingerprint, h);
-    if (id) {
-        unlock();
-        return id;
+    const char* failure = nullptr;  // logged once the lock is released
+    uint32_t id;
+    {
+        ChannelRoom room{bound};
+        LockGuard lock(room);
+        if ((id = find_code(key, fingerprint, h))) return id;
+        id = g_intern.next_code + 1;
+        size_t at = g_intern.committed.load(std::memory_order_relaxed);
+        uint8_t* p = g_intern.channel + at;
+        format::ByteSink sink(p + 5, bound - 5);
+        format::encode_code(sink, id, details.function, details.file, details.first_line,
+                            python_line_format(), details.line_table, lt_len);
+        if (sink.overflow) {  // cannot happen with the bound above; stay safe anyway
+            failure = "code record too large";
+            id = 0;
+        } else {
+            uint8_t* q = p;
+            put_raw<uint8_t>(q, uint8_t(MetaKind::Code));
+            put_raw<uint32_t>(q, uint32_t(sink.size()));
+            g_intern.committed.store(at + 5 + sink.size(), std::memory_order_release);
+            bool ok = table_insert(g_intern.codes, h, id, [&](CodeSlot& s) {
+                s.code = key;
+                s.fingerprint = fingerprint;
+            });
+            // Not found again when the table could not grow: the record is queued, so the id
+            // stays usable (a later sight queues another record under a new id, still correct).
+            g_intern.next_code = id;
+            g_intern.code_count.store(id, std::memory_order_relaxed);
+            if (!ok) failure = "cannot grow the code table";
+        }
     }
-    id = g_next_code + 1;
-    size_t at = g_committed.load(std::memory_order_relaxed);
-    uint8_t* p = g_channel + at;
-    format::ByteSink sink(p + 5, bound - 5);
-    format::encode_code(sink, id, details.function, details.file, details.first_line,
-                        python_line_format(), details.line_table, lt_len);
-    if (sink.overflow) {  // cannot happen with the bound above; stay safe anyway
-        unlock();
-        fail_once("code record too large");
-        return 0;
-    }
-    uint8_t* q = p;
-    put_raw<uint8_t>(q, uint8_t(MetaKind::Code));
-    put_raw<uint32_t>(q, uint32_t(sink.size()));
-    g_committed.store(at + 5 + sink.size(), std::memory_order_release);
-    bool ok = table_insert(g_codes, h, id, [&](CodeSlot& s) {
-        s.code = key;
-        s.fingerprint = fingerprint;
-    });
-    if (ok) {
-        g_next_code = id;
-        g_code_count.store(id, std::memory_order_relaxed);
-    } else {
-        // The record is queued but the id cannot be found again: keep using it (a later sight
-        // queues another record under a new id, which is still correct).
-        g_next_code = id;
-        g_code_count.store(id, std::memory_order_relaxed);
-        fail_once("cannot grow the code table");
-    }
-    unlock();
+    if (failure) fail_once(failure);
     return id;
 }
 
@@ -309,38 +306,40 @@ uint32_t intern_frame(uint32_t parent, const StackFrame& frame) noexcept {
     uint64_t h = mix(parent_kind, value);
     if (uint32_t id = find_node(parent_kind, value, h)) return id;
 
-    lock_with_room(k_node_item_size);
-    uint32_t id = find_node(parent_kind, value, h);
-    if (id) {
-        unlock();
-        return id;
+    const char* failure = nullptr;  // logged once the lock is released
+    uint32_t id;
+    {
+        ChannelRoom room{k_node_item_size};
+        LockGuard lock(room);
+        if ((id = find_node(parent_kind, value, h))) return id;
+        if (g_intern.next_node >= k_max_node_id) {
+            failure = "too many distinct stacks";
+            id = 0;
+        } else {
+            id = g_intern.next_node + 1;
+            // Queue the record before the id becomes visible in the table.
+            size_t at = g_intern.committed.load(std::memory_order_relaxed);
+            uint8_t* p = g_intern.channel + at;
+            put_raw<uint8_t>(p, uint8_t(MetaKind::Node));
+            put_raw<uint32_t>(p, id);
+            put_raw<uint32_t>(p, parent);
+            put_raw<uint8_t>(p, uint8_t(frame.kind));
+            put_raw<uint64_t>(p, value);
+            g_intern.committed.store(at + k_node_item_size, std::memory_order_release);
+            g_intern.next_node = id;
+            g_intern.node_count.store(id, std::memory_order_relaxed);
+            bool ok = table_insert(g_intern.nodes, h, id, [&](NodeSlot& s) {
+                s.parent_kind = parent_kind;
+                s.value = value;
+            });
+            // The queued record then names a node no event uses: harmless.
+            if (!ok) {
+                failure = "cannot grow the stack table";
+                id = 0;
+            }
+        }
     }
-    if (g_next_node >= k_max_node_id) {
-        unlock();
-        fail_once("too many distinct stacks");
-        return 0;
-    }
-    id = g_next_node + 1;
-    // Queue the record before the id becomes visible in the table.
-    size_t at = g_committed.load(std::memory_order_relaxed);
-    uint8_t* p = g_channel + at;
-    put_raw<uint8_t>(p, uint8_t(MetaKind::Node));
-    put_raw<uint32_t>(p, id);
-    put_raw<uint32_t>(p, parent);
-    put_raw<uint8_t>(p, uint8_t(frame.kind));
-    put_raw<uint64_t>(p, value);
-    g_committed.store(at + k_node_item_size, std::memory_order_release);
-    g_next_node = id;
-    g_node_count.store(id, std::memory_order_relaxed);
-    bool ok = table_insert(g_nodes, h, id, [&](NodeSlot& s) {
-        s.parent_kind = parent_kind;
-        s.value = value;
-    });
-    unlock();
-    if (!ok) {
-        fail_once("cannot grow the stack table");
-        return 0;  // the queued record names a node no event uses: harmless
-    }
+    if (failure) fail_once(failure);
     return id;
 }
 
@@ -374,23 +373,26 @@ uint32_t intern_stack(PrefixCache& cache, uint32_t session, const StackFrame* fr
     return node;
 }
 
-uint32_t intern_node_count() noexcept { return g_node_count.load(std::memory_order_relaxed); }
-uint32_t intern_code_count() noexcept { return g_code_count.load(std::memory_order_relaxed); }
+uint32_t intern_node_count() noexcept {
+    return g_intern.node_count.load(std::memory_order_relaxed);
+}
+uint32_t intern_code_count() noexcept {
+    return g_intern.code_count.load(std::memory_order_relaxed);
+}
 
 MetaView metadata_peek() noexcept {
-    size_t end = g_committed.load(std::memory_order_acquire);
-    return MetaView{g_channel + g_consumed, end - g_consumed};
+    size_t end = g_intern.committed.load(std::memory_order_acquire);
+    return MetaView{g_intern.channel + g_intern.consumed, end - g_intern.consumed};
 }
 
 void metadata_consume(size_t len) noexcept {
-    lock();
-    g_consumed += len;
+    LockGuard lock(g_intern.lock);
+    g_intern.consumed += len;
     // Rewind when everything was taken, so the channel only ever touches a few pages.
-    if (g_consumed == g_committed.load(std::memory_order_relaxed)) {
-        g_consumed = 0;
-        g_committed.store(0, std::memory_order_release);
+    if (g_intern.consumed == g_intern.committed.load(std::memory_order_relaxed)) {
+        g_intern.consumed = 0;
+        g_intern.committed.store(0, std::memory_order_release);
     }
-    unlock();
 }
 
 const uint8_t* metadata_next(const uint8_t* p, const uint8_t* end, MetaKind& kind, MetaNode& node,

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <ctime>
 
+#include "payload/lock.hpp"
 #include "payload/python_stack.hpp"
 #include "payload/stack_intern.hpp"
 
@@ -114,7 +115,7 @@ struct alignas(64) ThreadState {
     std::atomic<uint32_t> status{0};
     std::atomic<long> tid{0};
     std::atomic<uint32_t> name_seq{0};  // bumped on every rename
-    std::atomic<bool> name_lock{false};
+    SpinLock name_lock;  // `name`: record_thread_name vs. the writer's copy
     char name[64] = {};  // explicit name given to record_thread_name ("" = read comm)
 
     // --- owner-only scratch (kept off the stack: threads may have tiny stacks)
@@ -145,9 +146,6 @@ ThreadState* thread_list() noexcept;
 bool tracker_take_objects_changed() noexcept;
 // In a forked child: tracking off, every other thread's state forgotten.
 void tracker_after_fork_child() noexcept;
-// Locks the name of a state (record_thread_name vs. the writer's copy).
-void state_name_lock(ThreadState* s) noexcept;
-void state_name_unlock(ThreadState* s) noexcept;
 
 // --- writer.cpp, used by the tracker's hot path (rare: half-full or full ring)
 void writer_wake() noexcept;

@@ -22,6 +22,7 @@
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
 
+#include "payload/lock.hpp"
 #include "payload/log.hpp"
 #include "payload/native_stack.hpp"
 #include "payload/python_stack.hpp"
@@ -38,18 +39,28 @@ namespace {
 // With t_in_tracker, the only initial-exec TLS of the payload (9 bytes with padding to 16).
 __thread ThreadState* t_state __attribute__((tls_model("initial-exec"))) = nullptr;
 
-std::atomic<bool> g_enabled{false};
-std::atomic<uint32_t> g_session{0};
-bool g_python = false;
-bool g_native = false;
-std::atomic<ThreadState*> g_threads{nullptr};
-std::atomic<bool> g_objects_changed{false};
-pthread_key_t g_exit_key;
-bool g_initialized = false;
 // How tracker_wait_quiescent() makes the hot path's busy flag visible. With membarrier the hot
 // path needs only a compiler barrier between "busy = 1" and "enabled?"; without it, a full fence.
-enum class Barrier { PrivateExpedited, Global, HotPathFence } g_barrier = Barrier::HotPathFence;
-bool g_hot_fence = true;
+enum class Barrier { PrivateExpedited, Global, HotPathFence };
+
+// Written on the cold paths (tracker_init, tracker_begin_session, tracker_set_enabled) by the
+// thread that starts or stops tracking, while `enabled` is false, except `enabled` itself; the
+// hot path reads everything (`enabled` relaxed, then acquire in enter()). `threads` grows
+// lock-free from any thread and is never reset: states are recycled, not freed.
+// `objects_changed`: set by the dlopen/dlclose hooks, taken by the writer thread.
+struct TrackerState {
+    std::atomic<bool> enabled{false};
+    std::atomic<uint32_t> session{0};
+    bool python = false;  // walk Python frames
+    bool native = false;  // walk native frames
+    std::atomic<ThreadState*> threads{nullptr};
+    std::atomic<bool> objects_changed{false};
+    pthread_key_t exit_key{};
+    bool initialized = false;
+    Barrier barrier = Barrier::HotPathFence;
+    bool hot_fence = true;  // barrier == HotPathFence, read on every event
+};
+constinit TrackerState g_tracker;
 
 long sys_gettid() noexcept { return syscall(SYS_gettid); }
 
@@ -90,7 +101,7 @@ void on_thread_exit(void* p) noexcept {
 // Called with the guard set (pthread_setspecific may allocate).
 ThreadState* register_thread() noexcept {
     ThreadState* s = nullptr;
-    for (ThreadState* it = g_threads.load(std::memory_order_acquire); it; it = it->next) {
+    for (ThreadState* it = g_tracker.threads.load(std::memory_order_acquire); it; it = it->next) {
         uint32_t expected = uint32_t(StateStatus::Free);
         if (it->status.compare_exchange_strong(expected, uint32_t(StateStatus::Live),
                                                std::memory_order_acq_rel)) {
@@ -104,10 +115,10 @@ ThreadState* register_thread() noexcept {
         if (mem == MAP_FAILED) return nullptr;
         s = new (mem) ThreadState;
         s->status.store(uint32_t(StateStatus::Live), std::memory_order_relaxed);
-        ThreadState* head = g_threads.load(std::memory_order_relaxed);
+        ThreadState* head = g_tracker.threads.load(std::memory_order_relaxed);
         do {
             s->next = head;
-        } while (!g_threads.compare_exchange_weak(head, s, std::memory_order_release,
+        } while (!g_tracker.threads.compare_exchange_weak(head, s, std::memory_order_release,
                                                   std::memory_order_relaxed));
     }
     s->tid.store(sys_gettid(), std::memory_order_relaxed);
@@ -118,12 +129,13 @@ ThreadState* register_thread() noexcept {
     // later come through record_thread_name().
     char comm[16] = {};
     prctl(PR_GET_NAME, comm, 0, 0, 0);
-    state_name_lock(s);
-    std::memcpy(s->name, comm, sizeof comm);
-    s->name[sizeof comm - 1] = '\0';
-    s->name_seq.fetch_add(1, std::memory_order_relaxed);
-    state_name_unlock(s);
-    if (g_initialized) pthread_setspecific(g_exit_key, s);
+    {
+        LockGuard lock(s->name_lock);
+        std::memcpy(s->name, comm, sizeof comm);
+        s->name[sizeof comm - 1] = '\0';
+        s->name_seq.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (g_tracker.initialized) pthread_setspecific(g_tracker.exit_key, s);
     t_state = s;
     return s;
 }
@@ -177,9 +189,9 @@ inline ThreadState* enter() noexcept {
         }
     }
     s->busy.store(1, std::memory_order_relaxed);
-    if (g_hot_fence) std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (g_tracker.hot_fence) std::atomic_thread_fence(std::memory_order_seq_cst);
     else std::atomic_signal_fence(std::memory_order_seq_cst);
-    if (!g_enabled.load(std::memory_order_acquire)) {
+    if (!g_tracker.enabled.load(std::memory_order_acquire)) {
         s->busy.store(0, std::memory_order_release);
         t_in_tracker = false;
         return nullptr;
@@ -199,7 +211,7 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
     // offset, so the thread's previous stack (PrefixCache) shares more of it and fewer nodes are
     // looked up in the shared table.
     size_t n = 0;
-    if (g_native) {
+    if (g_tracker.native) {
         // In place: native_frames has room for the payload's own frames, which are dropped.
         void** buf = reinterpret_cast<void**>(s->native_frames);
         int got = unw_backtrace(buf, int(k_max_native_frames + k_native_self_room));
@@ -212,7 +224,7 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
             f.kind = uint32_t(format::FrameKind::Native);
         }
     }
-    if (g_python) {
+    if (g_tracker.python) {
         size_t np = python_walk(s->py_frames, k_max_python_frames);
         for (size_t i = np; i-- > 0;) {
             StackFrame& f = s->frames[n++];
@@ -223,15 +235,15 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
                                                     : format::FrameKind::Python);
         }
     }
-    return intern_stack(s->cache, g_session.load(std::memory_order_relaxed), s->frames, n);
+    return intern_stack(s->cache, g_tracker.session.load(std::memory_order_relaxed), s->frames, n);
 }
 
 }  // namespace
 
-bool tracking_enabled() noexcept { return g_enabled.load(std::memory_order_relaxed); }
+bool tracking_enabled() noexcept { return g_tracker.enabled.load(std::memory_order_relaxed); }
 
 void record_allocation(format::Allocator kind, const void* address, size_t size) noexcept {
-    if (t_in_tracker || !g_enabled.load(std::memory_order_relaxed)) return;
+    if (t_in_tracker || !g_tracker.enabled.load(std::memory_order_relaxed)) return;
     ThreadState* s = enter();
     if (!s) return;
     uint32_t node = capture_stack(s);
@@ -240,7 +252,7 @@ void record_allocation(format::Allocator kind, const void* address, size_t size)
 }
 
 void record_deallocation(format::Allocator kind, const void* address, size_t size) noexcept {
-    if (t_in_tracker || !g_enabled.load(std::memory_order_relaxed)) return;
+    if (t_in_tracker || !g_tracker.enabled.load(std::memory_order_relaxed)) return;
     ThreadState* s = enter();
     if (!s) return;
     push(s, uint64_t(uintptr_t(address)), size, 0, kind);
@@ -255,7 +267,8 @@ void record_thread_name(long tid, const char* name) noexcept {
     if (tid <= 0 || tid == self) {
         target = t_state ? t_state : register_thread();
     } else {
-        for (ThreadState* it = g_threads.load(std::memory_order_acquire); it; it = it->next) {
+        ThreadState* first = g_tracker.threads.load(std::memory_order_acquire);
+        for (ThreadState* it = first; it; it = it->next) {
             if (it->status.load(std::memory_order_acquire) == uint32_t(StateStatus::Live) &&
                 it->tid.load(std::memory_order_relaxed) == tid) {
                 target = it;
@@ -265,7 +278,7 @@ void record_thread_name(long tid, const char* name) noexcept {
     }
     // A thread without a state yet gets its name from /proc when the writer first sees it.
     if (target) {
-        state_name_lock(target);
+        LockGuard lock(target->name_lock);
         size_t n = 0;
         if (name) {
             while (name[n] && n < sizeof target->name - 1) ++n;
@@ -273,35 +286,34 @@ void record_thread_name(long tid, const char* name) noexcept {
         }
         target->name[n] = '\0';
         target->name_seq.fetch_add(1, std::memory_order_release);
-        state_name_unlock(target);
     }
     t_in_tracker = false;
 }
 
 void notify_objects_changed() noexcept {
-    g_objects_changed.store(true, std::memory_order_release);
+    g_tracker.objects_changed.store(true, std::memory_order_release);
 }
 
 // --- cold paths
 
 bool tracker_init() noexcept {
-    if (g_initialized) return true;
+    if (g_tracker.initialized) return true;
     if (!intern_init()) return false;
-    if (pthread_key_create(&g_exit_key, on_thread_exit) != 0) return false;
+    if (pthread_key_create(&g_tracker.exit_key, on_thread_exit) != 0) return false;
     long mask = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
     if (mask > 0 && (mask & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
         syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0) {
-        g_barrier = Barrier::PrivateExpedited;
+        g_tracker.barrier = Barrier::PrivateExpedited;
     } else if (mask > 0 && (mask & MEMBARRIER_CMD_GLOBAL)) {
-        g_barrier = Barrier::Global;
+        g_tracker.barrier = Barrier::Global;
     } else {
-        g_barrier = Barrier::HotPathFence;
+        g_tracker.barrier = Barrier::HotPathFence;
     }
-    g_hot_fence = g_barrier == Barrier::HotPathFence;
+    g_tracker.hot_fence = g_tracker.barrier == Barrier::HotPathFence;
     g_clock_tsc = tsc_usable();
-    g_initialized = true;
+    g_tracker.initialized = true;
     // Threads that recorded before init (none in practice) get their exit key lazily.
-    if (t_state) pthread_setspecific(g_exit_key, t_state);
+    if (t_state) pthread_setspecific(g_tracker.exit_key, t_state);
     return true;
 }
 
@@ -309,28 +321,30 @@ void tracker_set_event_clock(bool tsc) noexcept { g_clock_tsc = tsc && tsc_usabl
 
 void tracker_begin_session(bool python, bool native) noexcept {
     intern_reset();
-    g_python = python;
-    g_native = native;
-    g_session.fetch_add(1, std::memory_order_release);
+    g_tracker.python = python;
+    g_tracker.native = native;
+    g_tracker.session.fetch_add(1, std::memory_order_release);
 }
 
-uint32_t tracker_session() noexcept { return g_session.load(std::memory_order_acquire); }
+uint32_t tracker_session() noexcept { return g_tracker.session.load(std::memory_order_acquire); }
 
-void tracker_set_enabled(bool on) noexcept { g_enabled.store(on, std::memory_order_seq_cst); }
+void tracker_set_enabled(bool on) noexcept {
+    g_tracker.enabled.store(on, std::memory_order_seq_cst);
+}
 
 void tracker_wait_quiescent() noexcept {
     // A thread that read enabled == true had stored busy = 1 before; the barrier makes that
     // store visible here (every thread passes a full barrier), so the scan below cannot miss it.
-    if (g_barrier == Barrier::PrivateExpedited) {
+    if (g_tracker.barrier == Barrier::PrivateExpedited) {
         if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
             syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
         }
-    } else if (g_barrier == Barrier::Global) {
+    } else if (g_tracker.barrier == Barrier::Global) {
         syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
     } else {
         std::atomic_thread_fence(std::memory_order_seq_cst);
     }
-    for (ThreadState* it = g_threads.load(std::memory_order_acquire); it; it = it->next) {
+    for (ThreadState* it = g_tracker.threads.load(std::memory_order_acquire); it; it = it->next) {
         while (it->busy.load(std::memory_order_acquire)) {
             timespec ts{0, 50000};
             nanosleep(&ts, nullptr);
@@ -338,35 +352,27 @@ void tracker_wait_quiescent() noexcept {
     }
 }
 
-ThreadState* thread_list() noexcept { return g_threads.load(std::memory_order_acquire); }
+ThreadState* thread_list() noexcept { return g_tracker.threads.load(std::memory_order_acquire); }
 
 bool tracker_take_objects_changed() noexcept {
-    return g_objects_changed.exchange(false, std::memory_order_acq_rel);
+    return g_tracker.objects_changed.exchange(false, std::memory_order_acq_rel);
 }
 
 void tracker_after_fork_child() noexcept {
-    g_enabled.store(false, std::memory_order_relaxed);
+    g_tracker.enabled.store(false, std::memory_order_relaxed);
     ThreadState* self = t_state;
-    for (ThreadState* it = g_threads.load(std::memory_order_relaxed); it; it = it->next) {
+    for (ThreadState* it = g_tracker.threads.load(std::memory_order_relaxed); it; it = it->next) {
         // Events of the parent belong to the parent's capture; the child drops its copies.
         it->tail.store(it->head.load(std::memory_order_relaxed), std::memory_order_relaxed);
         it->cached_tail = it->head.load(std::memory_order_relaxed);
         it->busy.store(0, std::memory_order_relaxed);
         it->producer_waiting.store(0, std::memory_order_relaxed);
         it->writer_session = 0;
-        it->name_lock.store(false, std::memory_order_relaxed);
+        it->name_lock.reset_in_child();
         if (it == self) it->tid.store(sys_gettid(), std::memory_order_relaxed);
         else it->status.store(uint32_t(StateStatus::Free), std::memory_order_relaxed);
     }
     intern_after_fork_child();
-}
-
-void state_name_lock(ThreadState* s) noexcept {
-    while (s->name_lock.exchange(true, std::memory_order_acquire)) sched_yield();
-}
-
-void state_name_unlock(ThreadState* s) noexcept {
-    s->name_lock.store(false, std::memory_order_release);
 }
 
 }  // namespace memray::payload

@@ -17,8 +17,11 @@
 #include "format/block.hpp"
 #include "format/encoder.hpp"
 #include "payload/hooks.hpp"
+#include "payload/lock.hpp"
 #include "payload/log.hpp"
 #include "payload/objects.hpp"
+#include "payload/sink.hpp"
+#include "payload/state.hpp"
 #include "payload/stack_intern.hpp"
 #include "payload/thread_state.hpp"
 #include "payload/tracker.hpp"
@@ -43,39 +46,59 @@ struct Cursor {
     uint64_t time() const noexcept { return state->ring[pos & k_ring_mask].time; }
 };
 
-// Everything below belongs to the writer thread, except where noted.
-WriterOptions g_opt;
-char g_path[4096];
-pthread_t g_thread;
-std::atomic<bool> g_running{false};  // api thread
-std::atomic<bool> g_finish{false};
-// g_failed is published only once a failure is fully handled (tracking off, hooks restored), so
-// a thread that sees memray_payload_active() == 0 through it also sees that; g_fail_claimed lets
-// exactly one caller handle it.
-std::atomic<bool> g_failed{false};
-std::atomic<bool> g_fail_claimed{false};
-std::atomic<uint32_t> g_wake_word{0};
+struct WriterState {
+    // Mapped by the first writer_start() and kept for the life of the process (later sessions
+    // reuse them). Writer thread only, apart from that first mapping.
+    struct Buffers {
+        uint8_t* raw = nullptr;     // the block being encoded
+        uint8_t* framed = nullptr;  // the block framed (compressed) for the sink
+        size_t framed_capacity = 0;
+        Cursor* cursors = nullptr;  // one per ring with events in this pass
+        uint32_t* heap = nullptr;   // cursor indices, min-heap by time
+        size_t cursor_capacity = 0;
+    } buffers;
 
-uint8_t* g_raw = nullptr;
-uint8_t* g_framed = nullptr;
-size_t g_framed_capacity = 0;
-ByteSink g_sink;
-EncoderState g_state;
-Codec g_codec = Codec::Lz4;
-int g_statm_fd = -1;
-long g_page_size = 4096;
-uint64_t g_last_flush_ns = 0;
-uint64_t g_last_sample_ns = 0;
-uint64_t g_object_generation = 0;
-uint32_t g_session = 0;
-uint32_t g_thread_count = 0;
-uint64_t g_allocations = 0;
-uint64_t g_deallocations = 0;
-uint64_t g_last_time_us = 0;
+    // One session. writer_start() resets it as a whole before the thread starts, and a forked
+    // child does (the thread does not exist there).
+    struct Session {
+        // --- set by writer_start() before the thread starts, read-only afterwards
+        WriterOptions opt;
+        Codec codec = Codec::Lz4;
+        long page_size = 4096;
+        uint32_t tracker_session = 0;
+        pthread_t thread{};
+        int statm_fd = -1;
 
-Cursor* g_cursors = nullptr;
-uint32_t* g_heap = nullptr;
-size_t g_cursor_capacity = 0;
+        // --- shared: writer_start/finish (the api side), the writer thread, the hot path
+        std::atomic<bool> running{false};  // api side
+        std::atomic<bool> finish{false};   // api side -> writer thread
+        // Published only once a failure is fully handled (tracking off, hooks restored), so a
+        // thread that sees memray_payload_active() == 0 through it also sees that;
+        // fail_claimed lets exactly one caller handle it.
+        std::atomic<bool> failed{false};
+        std::atomic<bool> fail_claimed{false};
+        std::atomic<uint32_t> wake_word{0};  // futex: writer_wake() from any thread
+
+        // --- writer thread only
+        ByteSink block;  // encodes into buffers.raw
+        EncoderState enc;
+        uint64_t last_flush_ns = 0;
+        uint64_t last_sample_ns = 0;
+        uint64_t object_generation = 0;
+        uint32_t thread_count = 0;
+        uint64_t allocations = 0;
+        uint64_t deallocations = 0;
+        uint64_t last_time_us = 0;
+        // The clock line (see "Clock" below).
+        uint64_t tick0 = 0;
+        uint64_t ns0 = 0;
+        uint64_t ns_per_tick_q32 = 0;  // nanoseconds per tick, 32.32 fixed point
+    } session;
+};
+constinit WriterState g_writer;
+// The two halves under shorter names (bound at compile time; no code runs for them).
+constinit WriterState::Buffers& g_buffers = g_writer.buffers;
+constinit WriterState::Session& g_session = g_writer.session;
 
 void* map_memory(size_t bytes) noexcept {
     void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -83,18 +106,15 @@ void* map_memory(size_t bytes) noexcept {
 }
 
 uint64_t time_us(uint64_t t_ns) noexcept {
-    return t_ns > g_opt.start_ns ? (t_ns - g_opt.start_ns) / 1000 : 0;
+    return t_ns > g_session.opt.start_ns ? (t_ns - g_session.opt.start_ns) / 1000 : 0;
 }
 
 // --- Clock. Events carry now_ticks() (thread_state.hpp). With the TSC, ticks become
-// CLOCK_MONOTONIC nanoseconds by a line through (g_tick0, g_ns0), taken at writer start, and
+// CLOCK_MONOTONIC nanoseconds by a line through (tick0, ns0), taken at writer start, and
 // the latest pair, refreshed every pass; the slope comes from the whole span, so its error
 // shrinks as the capture runs and a time is off by about one pair's read jitter (< 1 us).
 // Events are merged by their raw ticks (one global, causally consistent order); conversion only
 // produces the times written, which emit_event() keeps from going backwards.
-uint64_t g_tick0 = 0;
-uint64_t g_ns0 = 0;
-uint64_t g_ns_per_tick_q32 = 0;  // nanoseconds per tick, 32.32 fixed point
 
 // A tick read that later loads cannot pass (rdtscp waits for older instructions; lfence holds
 // younger ones back): the watermark must be read before any ring head (see cycle()).
@@ -127,8 +147,8 @@ void clock_pair(uint64_t& ticks, uint64_t& ns) noexcept {
 }
 
 void clock_start() noexcept {
-    if (g_clock_tsc) clock_pair(g_tick0, g_ns0);
-    g_ns_per_tick_q32 = 0;
+    if (g_clock_tsc) clock_pair(g_session.tick0, g_session.ns0);
+    g_session.ns_per_tick_q32 = 0;
 }
 
 // Called at the start of every pass, before the events it converts were taken.
@@ -138,104 +158,97 @@ void clock_refresh() noexcept {
     // A very short capture: wait until the span is long enough for a meaningful slope.
     for (;;) {
         clock_pair(ticks, ns);
-        if (ns >= g_ns0 + 1000000 && ticks > g_tick0) break;
+        if (ns >= g_session.ns0 + 1000000 && ticks > g_session.tick0) break;
         timespec ts{0, 200000};
         nanosleep(&ts, nullptr);
     }
     // In double: a 128-bit division would pull in libgcc_s, which the payload must not need.
-    g_ns_per_tick_q32 = uint64_t(double(ns - g_ns0) / double(ticks - g_tick0) * 4294967296.0);
+    double slope = double(ns - g_session.ns0) / double(ticks - g_session.tick0);
+    g_session.ns_per_tick_q32 = uint64_t(slope * 4294967296.0);
 }
 
 uint64_t ticks_to_ns(uint64_t ticks) noexcept {
     if (!g_clock_tsc) return ticks;
-    if (ticks <= g_tick0) return g_ns0;
-    return g_ns0 + uint64_t(((unsigned __int128)(ticks - g_tick0) * g_ns_per_tick_q32) >> 32);
+    if (ticks <= g_session.tick0) return g_session.ns0;
+    unsigned __int128 q32 = (unsigned __int128)(ticks - g_session.tick0) * g_session.ns_per_tick_q32;
+    return g_session.ns0 + uint64_t(q32 >> 32);
 }
 
 void fail(int err) noexcept {
-    if (g_fail_claimed.exchange(true)) return;
-    log(LogLevel::Error, "error: cannot write %s: %s; tracking stopped", g_path, strerror(err));
+    if (g_session.fail_claimed.exchange(true)) return;
+    log(LogLevel::Error, "error: cannot write %s: %s; tracking stopped",
+        g_session.opt.sink->describe(), strerror(err));
     tracker_set_enabled(false);
     uninstall_hooks();
-    g_failed.store(true);
+    g_session.failed.store(true);
 }
 
 bool write_all(const uint8_t* p, size_t n) noexcept {
-    while (n) {
-        ssize_t w = write(g_opt.fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            fail(errno);
-            return false;
-        }
-        if (w == 0) {
-            fail(EIO);
-            return false;
-        }
-        p += w;
-        n -= size_t(w);
-    }
-    return true;
+    int rc = g_session.opt.sink->write(p, n);
+    if (rc < 0) fail(-rc);
+    return rc == 0;
 }
 
 void flush_block() noexcept {
-    if (g_sink.size() && !g_failed.load(std::memory_order_relaxed)) {
-        size_t framed = frame_block(g_raw, g_sink.size(), g_codec, g_framed, g_framed_capacity);
+    if (g_session.block.size() && !g_session.failed.load(std::memory_order_relaxed)) {
+        size_t framed = frame_block(g_buffers.raw, g_session.block.size(), g_session.codec,
+                                    g_buffers.framed, g_buffers.framed_capacity);
         if (framed == 0) fail(EOVERFLOW);
-        else write_all(g_framed, framed);
+        else write_all(g_buffers.framed, framed);
     }
-    g_sink.clear();
-    g_state.reset();
-    g_last_flush_ns = now_ns();
+    g_session.block.clear();
+    g_session.enc.reset();
+    g_session.last_flush_ns = now_ns();
 }
 
 // Encodes one unit (a record, or an event with its thread switch and time) atomically: when it
 // does not fit, the block is flushed and the unit encoded again into the fresh block.
 template <class F>
 void emit(F&& encode) noexcept {
-    if (g_failed.load(std::memory_order_relaxed)) return;
+    if (g_session.failed.load(std::memory_order_relaxed)) return;
     for (int attempt = 0; attempt < 2; ++attempt) {
-        uint8_t* mark = g_sink.pos;
-        EncoderState saved = g_state;
+        uint8_t* mark = g_session.block.pos;
+        EncoderState saved = g_session.enc;
         encode();
-        if (!g_sink.overflow) {
-            if (g_sink.size() >= k_block_target) flush_block();
+        if (!g_session.block.overflow) {
+            if (g_session.block.size() >= k_block_target) flush_block();
             return;
         }
-        g_sink.pos = mark;
-        g_sink.overflow = false;
-        g_state = saved;
+        g_session.block.pos = mark;
+        g_session.block.overflow = false;
+        g_session.enc = saved;
         flush_block();
     }
     log(LogLevel::Warning, "warning: a record larger than a block was dropped");
 }
 
 void put_raw_bytes(const uint8_t* p, size_t n) noexcept {
-    if (g_sink.room() < n) {
-        g_sink.overflow = true;
+    if (g_session.block.room() < n) {
+        g_session.block.overflow = true;
         return;
     }
-    std::memcpy(g_sink.pos, p, n);
-    g_sink.pos += n;
+    std::memcpy(g_session.block.pos, p, n);
+    g_session.block.pos += n;
 }
 
 void emit_object(const LoadedObject& o, void*) noexcept {
     emit([&] {
-        encode_object(g_sink, o.load_bias, o.path, o.build_id, o.build_id ? o.build_id_len : 0,
+        encode_object(g_session.block, o.load_bias, o.path, o.build_id,
+                      o.build_id ? o.build_id_len : 0,
                       o.segments, o.n_segments);
     });
 }
 
 void emit_objects() noexcept {
-    uint64_t generation = ++g_object_generation;
-    emit([&] { encode_objects_reset(g_sink, generation); });
+    uint64_t generation = ++g_session.object_generation;
+    emit([&] { encode_objects_reset(g_session.block, generation); });
     for_each_loaded_object(emit_object, nullptr);
 }
 
 void sample_memory(uint64_t t_ns) noexcept {
-    if (g_statm_fd < 0) return;
+    if (g_session.statm_fd < 0) return;
     char buf[128];
-    ssize_t n = pread(g_statm_fd, buf, sizeof buf - 1, 0);
+    ssize_t n = pread(g_session.statm_fd, buf, sizeof buf - 1, 0);
     if (n <= 0) return;
     buf[n] = '\0';
     // "size resident shared ...": the second field, in pages.
@@ -244,9 +257,9 @@ void sample_memory(uint64_t t_ns) noexcept {
     uint64_t pages = 0;
     while (*p == ' ') ++p;
     while (*p >= '0' && *p <= '9') pages = pages * 10 + uint64_t(*p++ - '0');
-    uint64_t rss = pages * uint64_t(g_page_size);
+    uint64_t rss = pages * uint64_t(g_session.page_size);
     uint64_t t = time_us(t_ns);
-    emit([&] { encode_memory_sample(g_sink, t, rss); });
+    emit([&] { encode_memory_sample(g_session.block, t, rss); });
 }
 
 void read_comm(long tid, char* out, size_t cap) noexcept {
@@ -265,28 +278,29 @@ void read_comm(long tid, char* out, size_t cap) noexcept {
 // Assigns the state its thread index at first sight in this capture, and emits ThreadInfo then
 // and whenever the thread was renamed since.
 void announce_thread(ThreadState* s) noexcept {
-    if (s->writer_session != g_session) {
-        s->writer_session = g_session;
-        s->thread_index = ++g_thread_count;
+    if (s->writer_session != g_session.tracker_session) {
+        s->writer_session = g_session.tracker_session;
+        s->thread_index = ++g_session.thread_count;
         s->name_seq_seen = s->name_seq.load(std::memory_order_acquire) - 1;
     }
     uint32_t seq = s->name_seq.load(std::memory_order_acquire);
     if (seq == s->name_seq_seen) return;
     s->name_seq_seen = seq;
     char name[64];
-    state_name_lock(s);
-    std::memcpy(name, s->name, sizeof name);
-    state_name_unlock(s);
+    {
+        LockGuard lock(s->name_lock);
+        std::memcpy(name, s->name, sizeof name);
+    }
     name[sizeof name - 1] = '\0';
     long tid = s->tid.load(std::memory_order_relaxed);
     if (!name[0]) read_comm(tid, name, sizeof name);
     uint32_t index = s->thread_index;
-    emit([&] { encode_thread_info(g_sink, index, uint64_t(tid), name); });
+    emit([&] { encode_thread_info(g_session.block, index, uint64_t(tid), name); });
 }
 
 bool ensure_cursor_capacity(size_t n) noexcept {
-    if (n <= g_cursor_capacity) return true;
-    size_t cap = g_cursor_capacity ? g_cursor_capacity : 64;
+    if (n <= g_buffers.cursor_capacity) return true;
+    size_t cap = g_buffers.cursor_capacity ? g_buffers.cursor_capacity : 64;
     while (cap < n) cap *= 2;
     auto* c = static_cast<Cursor*>(map_memory(cap * sizeof(Cursor)));
     auto* h = static_cast<uint32_t*>(map_memory(cap * sizeof(uint32_t)));
@@ -295,13 +309,13 @@ bool ensure_cursor_capacity(size_t n) noexcept {
         if (h) munmap(h, cap * sizeof(uint32_t));
         return false;
     }
-    if (g_cursors) {
-        munmap(g_cursors, g_cursor_capacity * sizeof(Cursor));
-        munmap(g_heap, g_cursor_capacity * sizeof(uint32_t));
+    if (g_buffers.cursors) {
+        munmap(g_buffers.cursors, g_buffers.cursor_capacity * sizeof(Cursor));
+        munmap(g_buffers.heap, g_buffers.cursor_capacity * sizeof(uint32_t));
     }
-    g_cursors = c;
-    g_heap = h;
-    g_cursor_capacity = cap;
+    g_buffers.cursors = c;
+    g_buffers.heap = h;
+    g_buffers.cursor_capacity = cap;
     return true;
 }
 
@@ -327,9 +341,12 @@ void emit_metadata() noexcept {
         if (kind == MetaKind::Node) {
             emit([&] {
                 if (node.kind != FrameKind::Native)
-                    encode_python_node(g_sink, g_state, node.id, node.parent, node.code_id,
+                    encode_python_node(g_session.block, g_session.enc, node.id, node.parent,
+                                       node.code_id,
                                        node.offset, node.kind == FrameKind::PythonEntry);
-                else encode_native_node(g_sink, g_state, node.id, node.parent, node.ip);
+                else
+                    encode_native_node(g_session.block, g_session.enc, node.id, node.parent,
+                                       node.ip);
             });
         } else {
             emit([&] { put_raw_bytes(code, code_len); });
@@ -344,32 +361,33 @@ void emit_event(ThreadState* s, const RawEvent& e) noexcept {
     // (a thread preempted between stamping and publishing) and are given the latest time so far,
     // so times in the file never go backwards.
     uint64_t t = time_us(ticks_to_ns(e.time));
-    if (t > g_last_time_us) g_last_time_us = t;
-    else t = g_last_time_us;
+    if (t > g_session.last_time_us) g_session.last_time_us = t;
+    else t = g_session.last_time_us;
     uint32_t index = s->thread_index;
     emit([&] {
-        encode_thread_switch(g_sink, g_state, index);
-        encode_time(g_sink, g_state, t);
-        if (is_deallocator(kind)) encode_deallocation(g_sink, g_state, kind, e.address, e.size);
-        else encode_allocation(g_sink, g_state, kind, e.address, e.size, e.node);
+        encode_thread_switch(g_session.block, g_session.enc, index);
+        encode_time(g_session.block, g_session.enc, t);
+        if (is_deallocator(kind))
+            encode_deallocation(g_session.block, g_session.enc, kind, e.address, e.size);
+        else encode_allocation(g_session.block, g_session.enc, kind, e.address, e.size, e.node);
     });
-    if (is_deallocator(kind)) ++g_deallocations;
-    else ++g_allocations;
+    if (is_deallocator(kind)) ++g_session.deallocations;
+    else ++g_session.allocations;
 }
 
 bool heap_less(uint32_t a, uint32_t b) noexcept {
-    return g_cursors[a].time() < g_cursors[b].time();
+    return g_buffers.cursors[a].time() < g_buffers.cursors[b].time();
 }
 
 void heap_down(size_t n, size_t i) noexcept {
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < n && heap_less(g_heap[l], g_heap[m])) m = l;
-        if (r < n && heap_less(g_heap[r], g_heap[m])) m = r;
+        if (l < n && heap_less(g_buffers.heap[l], g_buffers.heap[m])) m = l;
+        if (r < n && heap_less(g_buffers.heap[r], g_buffers.heap[m])) m = r;
         if (m == i) return;
-        uint32_t t = g_heap[i];
-        g_heap[i] = g_heap[m];
-        g_heap[m] = t;
+        uint32_t t = g_buffers.heap[i];
+        g_buffers.heap[i] = g_buffers.heap[m];
+        g_buffers.heap[m] = t;
         i = m;
     }
 }
@@ -414,42 +432,42 @@ size_t cycle(bool final) noexcept {
         else
             while (end != head && s->ring[end & k_ring_mask].time < watermark) ++end;
         if (end == tail) {
-            if (s->writer_session == g_session) announce_thread(s);  // renames
+            if (s->writer_session == g_session.tracker_session) announce_thread(s);  // renames
             maybe_recycle(s);
             continue;
         }
-        if (!have_cursors || n >= g_cursor_capacity) break;  // next pass takes the rest
-        g_cursors[n++] = Cursor{s, tail, end};
+        if (!have_cursors || n >= g_buffers.cursor_capacity) break;  // next pass takes the rest
+        g_buffers.cursors[n++] = Cursor{s, tail, end};
     }
 
     // Metadata after the rings: every node those events name is in it.
     emit_metadata();
 
-    if (g_failed.load(std::memory_order_relaxed)) {
-        for (size_t i = 0; i < n; ++i) release_ring(g_cursors[i]);  // keep producers moving
+    if (g_session.failed.load(std::memory_order_relaxed)) {
+        for (size_t i = 0; i < n; ++i) release_ring(g_buffers.cursors[i]);  // keep producers moving
     } else {
         for (size_t i = 0; i < n; ++i) {
-            announce_thread(g_cursors[i].state);
-            g_heap[i] = uint32_t(i);
+            announce_thread(g_buffers.cursors[i].state);
+            g_buffers.heap[i] = uint32_t(i);
         }
         size_t heap_n = n;
         for (size_t i = heap_n / 2; i-- > 0;) heap_down(heap_n, i);
         while (heap_n) {
-            Cursor& c = g_cursors[g_heap[0]];
+            Cursor& c = g_buffers.cursors[g_buffers.heap[0]];
             emit_event(c.state, c.state->ring[c.pos & k_ring_mask]);
             if (++c.pos == c.end) {
                 release_ring(c);
-                g_heap[0] = g_heap[--heap_n];
+                g_buffers.heap[0] = g_buffers.heap[--heap_n];
             }
             heap_down(heap_n, 0);
         }
     }
 
-    if (final || now - g_last_sample_ns >= k_sample_interval_ns) {
-        g_last_sample_ns = now;
+    if (final || now - g_session.last_sample_ns >= k_sample_interval_ns) {
+        g_session.last_sample_ns = now;
         sample_memory(watermark == UINT64_MAX ? now_ns() : ticks_to_ns(watermark));
     }
-    if (final || now - g_last_flush_ns >= k_flush_interval_ns) flush_block();
+    if (final || now - g_session.last_flush_ns >= k_flush_interval_ns) flush_block();
     return n;
 }
 
@@ -458,28 +476,29 @@ void* writer_main(void*) noexcept {
     t_in_tracker = true;
     prctl(PR_SET_NAME, "memray-writer", 0, 0, 0);
     emit_objects();
-    while (!g_finish.load(std::memory_order_acquire)) {
-        if (g_wake_word.load(std::memory_order_acquire) == 0) {
+    while (!g_session.finish.load(std::memory_order_acquire)) {
+        if (g_session.wake_word.load(std::memory_order_acquire) == 0) {
             timespec ts{0, k_tick_ns};
-            syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_wake_word), FUTEX_WAIT_PRIVATE, 0,
+            syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_session.wake_word),
+                    FUTEX_WAIT_PRIVATE, 0,
                     &ts, nullptr, 0);
         }
-        g_wake_word.store(0, std::memory_order_release);
+        g_session.wake_word.store(0, std::memory_order_release);
         cycle(false);
     }
     // Until a pass finds nothing: a pass takes at most one cursor per state it counted.
     while (cycle(true) != 0) {
     }
-    if (!g_failed.load()) {
+    if (!g_session.failed.load()) {
         TrailerFields t;
         t.end_time_us = time_us(now_ns());
-        if (t.end_time_us < g_last_time_us) t.end_time_us = g_last_time_us;
-        t.allocations = g_allocations;
-        t.deallocations = g_deallocations;
-        t.threads = g_thread_count;
+        if (t.end_time_us < g_session.last_time_us) t.end_time_us = g_session.last_time_us;
+        t.allocations = g_session.allocations;
+        t.deallocations = g_session.deallocations;
+        t.threads = g_session.thread_count;
         t.codes = intern_code_count();
         t.nodes = intern_node_count();
-        emit([&] { encode_trailer(g_sink, t); });
+        emit([&] { encode_trailer(g_session.block, t); });
         flush_block();
     }
     return nullptr;
@@ -488,43 +507,36 @@ void* writer_main(void*) noexcept {
 }  // namespace
 
 void writer_wake() noexcept {
-    if (g_wake_word.exchange(1, std::memory_order_acq_rel) == 0) {
-        syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_wake_word), FUTEX_WAKE_PRIVATE, 1,
-                nullptr, nullptr, 0);
+    if (g_session.wake_word.exchange(1, std::memory_order_acq_rel) == 0) {
+        syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_session.wake_word), FUTEX_WAKE_PRIVATE,
+                1, nullptr, nullptr, 0);
     }
 }
 
 int writer_start(const WriterOptions& options, char* err, size_t err_len) noexcept {
-    if (g_running.load()) {
+    if (g_session.running.load()) {
         snprintf(err, err_len, "the writer is already running");
         return -EBUSY;
     }
-    g_opt = options;
-    snprintf(g_path, sizeof g_path, "%s", options.path ? options.path : "");
-    g_opt.path = g_path;
-    if (!g_raw) {
-        g_framed_capacity = max_framed_size(k_raw_capacity);
-        g_raw = static_cast<uint8_t*>(map_memory(k_raw_capacity));
-        g_framed = static_cast<uint8_t*>(map_memory(g_framed_capacity));
-        if (!g_raw || !g_framed) {
+    if (!options.sink) {
+        snprintf(err, err_len, "no output given to the writer");
+        return -EINVAL;
+    }
+    if (!g_buffers.raw) {
+        g_buffers.framed_capacity = max_framed_size(k_raw_capacity);
+        g_buffers.raw = static_cast<uint8_t*>(map_memory(k_raw_capacity));
+        g_buffers.framed = static_cast<uint8_t*>(map_memory(g_buffers.framed_capacity));
+        if (!g_buffers.raw || !g_buffers.framed) {
             snprintf(err, err_len, "cannot map writer buffers: %s", strerror(errno));
             return -ENOMEM;
         }
     }
-    g_sink = ByteSink(g_raw, k_raw_capacity);
-    g_state.reset();
-    g_codec = options.compress ? Codec::Lz4 : Codec::Raw;
-    g_page_size = sysconf(_SC_PAGESIZE);
-    g_session = tracker_session();
-    g_thread_count = 0;
-    g_allocations = 0;
-    g_deallocations = 0;
-    g_last_time_us = 0;
-    g_object_generation = 0;
-    g_failed.store(false);
-    g_fail_claimed.store(false);
-    g_finish.store(false);
-    g_wake_word.store(0);
+    reset_state(g_session);
+    g_session.opt = options;
+    g_session.block = ByteSink(g_buffers.raw, k_raw_capacity);
+    g_session.codec = options.compress ? Codec::Lz4 : Codec::Raw;
+    g_session.page_size = sysconf(_SC_PAGESIZE);
+    g_session.tracker_session = tracker_session();
 
     HeaderFields h;
     h.flags = options.flags;
@@ -533,69 +545,61 @@ int writer_start(const WriterOptions& options, char* err, size_t err_len) noexce
     h.command_line = options.command_line;
     h.python_version = options.python_version;
     h.executable = options.executable;
-    encode_file_header(g_sink, h);
-    if (g_sink.overflow) {
+    encode_file_header(g_session.block, h);
+    if (g_session.block.overflow) {
         snprintf(err, err_len, "file header too large");
         return -EOVERFLOW;
     }
-    for (const uint8_t* p = g_raw; p < g_sink.pos;) {
-        ssize_t w = write(options.fd, p, size_t(g_sink.pos - p));
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            int e = w < 0 ? errno : EIO;
-            snprintf(err, err_len, "cannot write %s: %s", g_path, strerror(e));
-            return -e;
-        }
-        p += w;
+    // Written here rather than by the thread, so that a path that cannot be written to is an
+    // error of start.
+    int written = options.sink->write(g_buffers.raw, g_session.block.size());
+    if (written < 0) {
+        snprintf(err, err_len, "cannot write %s: %s", options.sink->describe(), strerror(-written));
+        return written;
     }
-    g_sink.clear();
+    g_session.block.clear();
     clock_start();
-    g_last_flush_ns = g_last_sample_ns = now_ns();
-    g_statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    g_session.last_flush_ns = g_session.last_sample_ns = now_ns();
+    g_session.statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
 
     // The writer must not run the program's signal handlers.
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&g_thread, nullptr, writer_main, nullptr);
+    int rc = pthread_create(&g_session.thread, nullptr, writer_main, nullptr);
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (rc != 0) {
         snprintf(err, err_len, "cannot start the writer thread: %s", strerror(rc));
-        if (g_statm_fd >= 0) close(g_statm_fd);
-        g_statm_fd = -1;
+        if (g_session.statm_fd >= 0) close(g_session.statm_fd);
+        g_session.statm_fd = -1;
         return -rc;
     }
     // Named from here too, so the thread is recognisable as soon as start returns.
-    pthread_setname_np(g_thread, "memray-writer");
-    g_running.store(true);
+    pthread_setname_np(g_session.thread, "memray-writer");
+    g_session.running.store(true);
     return 0;
 }
 
 void writer_finish() noexcept {
-    if (!g_running.load()) return;
-    g_finish.store(true, std::memory_order_release);
+    if (!g_session.running.load()) return;
+    g_session.finish.store(true, std::memory_order_release);
     writer_wake();
-    pthread_join(g_thread, nullptr);
-    if (g_opt.fd >= 0) close(g_opt.fd);
-    g_opt.fd = -1;
-    if (g_statm_fd >= 0) close(g_statm_fd);
-    g_statm_fd = -1;
-    g_running.store(false);
+    pthread_join(g_session.thread, nullptr);
+    g_session.opt.sink->finish();
+    if (g_session.statm_fd >= 0) close(g_session.statm_fd);
+    g_session.statm_fd = -1;
+    g_session.running.store(false);
 }
 
-bool writer_failed() noexcept { return g_failed.load(std::memory_order_acquire); }
-bool writer_running() noexcept { return g_running.load(std::memory_order_relaxed); }
+bool writer_failed() noexcept { return g_session.failed.load(std::memory_order_acquire); }
+bool writer_running() noexcept { return g_session.running.load(std::memory_order_relaxed); }
 
 void writer_after_fork_child() noexcept {
-    if (g_running.load(std::memory_order_relaxed)) {
-        if (g_opt.fd >= 0) close(g_opt.fd);
-        if (g_statm_fd >= 0) close(g_statm_fd);
+    if (g_session.running.load(std::memory_order_relaxed)) {
+        g_session.opt.sink->abandon_in_child();
+        if (g_session.statm_fd >= 0) close(g_session.statm_fd);
     }
-    g_opt.fd = -1;
-    g_statm_fd = -1;
-    g_running.store(false);
-    g_finish.store(false);
-    g_wake_word.store(0);
+    reset_state(g_session);
 }
 
 }  // namespace memray::payload

@@ -7,9 +7,10 @@
 
 namespace memray::payload {
 
+class Sink;
+
 struct WriterOptions {
-    int fd = -1;             // output, opened by the caller; the writer closes it
-    const char* path = "";   // for messages
+    Sink* sink = nullptr;    // where the capture goes; writer_finish() finishes it
     bool compress = true;
     uint32_t flags = 0;      // format::HeaderFlag bits
     const char* command_line = "";
@@ -21,18 +22,18 @@ struct WriterOptions {
 };
 
 // Writes the file header, then starts the writer thread (which emits the loaded objects first).
-// Returns 0, or a negative errno with a message in `err`; on failure no thread runs and the fd
-// is left open for the caller.
+// Returns 0, or a negative errno with a message in `err`; on failure no thread runs and the sink
+// is left to the caller.
 int writer_start(const WriterOptions& options, char* err, size_t err_len) noexcept;
 // Call once tracking is off and no thread is inside the tracker: final drain, trailer (unless a
-// write error happened), close, join.
+// write error happened), join, finish the sink.
 void writer_finish() noexcept;
 // True once a write error stopped tracking.
 bool writer_failed() noexcept;
 // True between writer_start() and writer_finish().
 bool writer_running() noexcept;
-// In a forked child: the writer thread does not exist there; forget it and close the child's copy
-// of the output descriptor without writing anything.
+// In a forked child: the writer thread does not exist there; forget it and let the sink drop the
+// child's copy of the output without writing anything.
 void writer_after_fork_child() noexcept;
 // Wakes the writer now (declared in thread_state.hpp for the hot path too).
 void writer_wake() noexcept;

@@ -22,8 +22,10 @@
 
 #include "format/reader.hpp"
 #include "payload/api.hpp"
+#include "payload/sink.hpp"
 #include "payload/thread_state.hpp"
 #include "payload/tracker.hpp"
+#include "payload/writer.hpp"
 #include "stubs.hpp"
 
 using namespace memray;
@@ -490,4 +492,119 @@ TEST_CASE("states of exited threads are recycled") {
     for (auto& e : c.events) per_thread[e.thread]++;
     CHECK(per_thread.size() == size_t(k_threads));  // a recycled state is a new thread
     unlink(out.c_str());
+}
+
+namespace {
+
+// A sink that keeps the capture in memory and can be told to refuse writes: the writer must
+// depend on nothing but the Sink interface.
+class MemorySink final : public payload::Sink {
+  public:
+    std::string bytes;
+    int writes_before_failure = -1;  // -1: never fail
+    int writes = 0;
+    int finishes = 0;
+
+    int write(const uint8_t* data, size_t len) noexcept override {
+        if (writes_before_failure >= 0 && writes >= writes_before_failure) return -ENOSPC;
+        ++writes;
+        bytes.append(reinterpret_cast<const char*>(data), len);
+        return 0;
+    }
+    void finish() noexcept override { ++finishes; }
+    const char* describe() const noexcept override { return "the test's memory sink"; }
+};
+
+// What memray_payload_start does around the writer, with `sink` as the output.
+void start_writer_with(payload::Sink& sink) {
+    REQUIRE(payload::tracker_init());
+    payload::tracker_begin_session(false, false);
+    payload::WriterOptions w;
+    w.sink = &sink;
+    w.command_line = "sink test";
+    w.pid = uint64_t(getpid());
+    w.start_ns = payload::now_ns();
+    char err[256] = {};
+    REQUIRE(payload::writer_start(w, err, sizeof err) == 0);
+    payload::tracker_set_enabled(true);
+}
+
+void stop_writer() {
+    payload::tracker_set_enabled(false);
+    payload::tracker_wait_quiescent();
+    payload::writer_finish();
+}
+
+// stderr into a file while `fn` runs; returns what was written.
+template <class F>
+std::string capture_stderr(F&& fn) {
+    std::string path = temp_path("stderr");
+    int file = open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC, 0600);
+    REQUIRE(file >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(file, 2);
+    fn();
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    std::string text;
+    char buf[4096];
+    ssize_t n;
+    lseek(file, 0, SEEK_SET);
+    while ((n = read(file, buf, sizeof buf)) > 0) text.append(buf, size_t(n));
+    close(file);
+    unlink(path.c_str());
+    return text;
+}
+
+}  // namespace
+
+TEST_CASE("the writer hands the whole capture to its sink, and finishes it once") {
+    MemorySink sink;
+    start_writer_with(sink);
+    static char buffer[8];
+    for (int i = 0; i < 100; ++i) record_here(buffer, size_t(i + 1));
+    stop_writer();
+    CHECK(sink.finishes == 1);
+    REQUIRE(sink.writes >= 2);  // the header, then at least the final block
+
+    std::string path = temp_path("memory-sink");
+    FILE* f = fopen(path.c_str(), "wb");
+    REQUIRE(f);
+    REQUIRE(fwrite(sink.bytes.data(), 1, sink.bytes.size(), f) == sink.bytes.size());
+    fclose(f);
+    Capture c = read_capture(path);
+    CHECK(!c.truncated);
+    REQUIRE(c.trailer);
+    CHECK(c.header.command_line == "sink test");
+    REQUIRE(c.events.size() == 100);
+    for (int i = 0; i < 100; ++i) CHECK(c.events[size_t(i)].size == uint64_t(i + 1));
+    unlink(path.c_str());
+}
+
+TEST_CASE("a sink that fails stops tracking with one message naming it") {
+    MemorySink sink;
+    sink.writes_before_failure = 1;  // the header goes through, the first block does not
+    int uninstalls = stubs::uninstall_calls.load();
+    std::string err = capture_stderr([&] {
+        start_writer_with(sink);
+        static char buffer[8];
+        // A block is written at 256 KiB of records or after a second: wait for that write.
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (!payload::writer_failed() && std::chrono::steady_clock::now() < deadline) {
+            for (int j = 0; j < 1000; ++j) record_here(buffer, 8);
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        stop_writer();
+    });
+    CHECK(payload::writer_failed());
+    CHECK(!payload::tracking_enabled());
+    CHECK(stubs::uninstall_calls.load() > uninstalls);
+    CHECK(sink.finishes == 1);
+    CHECK(sink.writes == 1);
+    const std::string expected =
+        "memray: error: cannot write the test's memory sink: No space left on device; "
+        "tracking stopped\n";
+    CHECK(err == expected);
 }
