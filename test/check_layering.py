@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Keeps the stages' dependencies pointing one way (STYLE.md) and the payload lean.
 
-usage: check_layering.py SOURCE_ROOT PAYLOAD_SO
+usage: check_layering.py SOURCE_ROOT PAYLOAD_SO [REPORT_CORE_A]
 
 1. Includes between our stages. Every directory under src/ must be a stage listed in ALLOWED
    (a new stage states its dependencies here before it builds); a stage includes only the stages
@@ -12,6 +12,8 @@ usage: check_layering.py SOURCE_ROOT PAYLOAD_SO
    reporters without LLVM); fmt never in format, payload or attach.
 3. The built payload needs only libc, libunwind, lz4 (and the loader) at run time, and imports
    no C++ runtime or exception machinery (it is loaded into arbitrary processes).
+4. The report library without the symbolizer (meson's report_core_dep) refers to nothing of
+   LLVM, so a front-end can link the reader and the reporters without loading LLVM.
 """
 import pathlib
 import re
@@ -20,6 +22,7 @@ import sys
 
 root = pathlib.Path(sys.argv[1]).resolve()
 payload = sys.argv[2]
+report_core = sys.argv[3] if len(sys.argv) > 3 else None
 src = root / "src"
 problems = []
 
@@ -99,6 +102,15 @@ for sym in undef:
         continue
     if sym.startswith("_Z") or sym.startswith("__cxa_") or "gxx_personality" in sym or sym == "_Unwind_Resume":
         problems.append(f"payload imports C++ runtime symbol {sym}")
+
+if report_core:
+    undef = subprocess.run(["nm", "-u", "-C", report_core], capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    llvm = sorted({line.strip()[2:] for line in undef
+                   if line.strip().startswith("U ") and "llvm::" in line})
+    for sym in llvm[:5]:
+        problems.append(f"{pathlib.Path(report_core).name} (report without the symbolizer) "
+                        f"refers to LLVM: {sym}")
 
 if problems:
     print("\n".join(problems))
