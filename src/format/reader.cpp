@@ -108,19 +108,25 @@ Reader::Reader(const std::string& path) : m_path(path) {
         m_file = nullptr;
         throw FormatError(path + " is not a memray capture file");
     }
+    // The version comes before any other check: a capture of another version may differ in
+    // every later byte, and "unsupported version" is the only useful thing to say about it.
+    if (got >= 12) {
+        m_header.version = get_le32(fixed + 8);
+        if (m_header.version != k_format_version) {
+            std::fclose(m_file);
+            m_file = nullptr;
+            throw UnsupportedVersionError(path + ": unsupported capture version " +
+                                              std::to_string(m_header.version) +
+                                              " (this memray reads " +
+                                              std::to_string(k_format_version) + ")",
+                                          m_header.version);
+        }
+    }
     if (got < sizeof fixed) {
         std::fclose(m_file);
         m_file = nullptr;
         throw FormatError(path + " is cut short inside its header (" + std::to_string(got) +
                           " bytes)");
-    }
-    m_header.version = get_le32(fixed + 8);
-    if (m_header.version != k_format_version) {
-        std::fclose(m_file);
-        m_file = nullptr;
-        throw FormatError(path + " has capture format version " +
-                          std::to_string(m_header.version) + "; this memray reads version " +
-                          std::to_string(k_format_version));
     }
     uint32_t body_len = get_le32(fixed + 12);
     if (body_len > (1u << 20) || 16 + uint64_t(body_len) > m_file_size) {

@@ -27,6 +27,18 @@ class FormatError : public std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// A capture of another format version (older or newer): nothing after the version is read.
+// what() is "<path>: unsupported capture version N (this memray reads M)".
+class UnsupportedVersionError : public FormatError {
+  public:
+    UnsupportedVersionError(const std::string& what, uint32_t version)
+        : FormatError(what), m_version(version) {}
+    uint32_t version() const { return m_version; }
+
+  private:
+    uint32_t m_version;
+};
+
 // The file cannot be opened or read. what() names the file and the OS error.
 class FileError : public std::runtime_error {
   public:

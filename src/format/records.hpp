@@ -19,7 +19,9 @@ namespace memray::format {
 // starts from zero at every block, so every block decodes on its own once the interning records
 // (code, node, thread, object) that precede it are known.
 inline constexpr uint8_t k_file_magic[8] = {'M', 'E', 'M', 'R', 'A', 'Y', 'C', 'P'};
-inline constexpr uint32_t k_format_version = 1;
+// History: 1 first release; 2 Node kind 2 (Python entry frame). A reader accepts exactly its own
+// version: the version is checked before anything else in the file is read.
+inline constexpr uint32_t k_format_version = 2;
 inline constexpr uint32_t k_block_magic = 0x4b4c424d;  // "MBLK" little-endian
 inline constexpr size_t k_block_header_size = 17;
 // A writer never produces larger blocks; a reader rejects them (protects against corrupt lengths).
