@@ -2,7 +2,8 @@
 """Keeps the stages' dependencies pointing one way (STYLE.md) and the payload lean.
 
 1. Includes: src/format includes only format/; src/payload only format/ and payload/;
-   src/report never payload/; nothing but src/cli includes CLI11.
+   src/report never payload/; src/launch only format/ and launch/; nothing but src/cli includes
+   CLI11.
 2. The built payload needs only libc, libunwind, lz4 (and the loader) at run time, and imports
    no C++ runtime or exception machinery (it is loaded into arbitrary processes).
 """
@@ -19,7 +20,8 @@ allowed = {
     "format": {"format"},
     "payload": {"format", "payload"},
     "report": {"format", "report"},
-    "cli": {"format", "report", "cli", "attach", "inject"},
+    "launch": {"format", "launch"},
+    "cli": {"format", "report", "cli", "attach", "inject", "launch"},
 }
 include_re = re.compile(r'^\s*#\s*include\s*[<"]([^">]+)[">]', re.M)
 for stage, ok in allowed.items():
