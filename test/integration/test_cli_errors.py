@@ -81,6 +81,10 @@ def main():
         expect_error(c, p, "run with MEMRAY_LOG_LEVEL=%s" % value, mention="MEMRAY_LOG_LEVEL")
         c.check(not os.path.exists(marker) and not os.path.exists(out),
                 "run with MEMRAY_LOG_LEVEL=%s: nothing run, no capture" % value)
+        p = mrtest.run([memray, "attach", "-o", out, str(os.getpid())],
+                       env={"MEMRAY_LOG_LEVEL": value})
+        expect_error(c, p, "attach with MEMRAY_LOG_LEVEL=%s" % value, mention="MEMRAY_LOG_LEVEL")
+        c.check(not os.path.exists(out), "attach with MEMRAY_LOG_LEVEL=%s: no capture" % value)
 
     # Options of later issues: accepted and answered clearly.
     for opt in (["--aggregate"], ["--follow-fork"], ["--live"], ["--live-remote"],
