@@ -42,9 +42,11 @@ void register_table(CLI::App& app);       // table.cpp
 void register_tree(CLI::App& app);        // tree.cpp
 void register_transform(CLI::App& app);   // transform.cpp
 
-// Path of libmemray-payload.so: $MEMRAY_PAYLOAD, else next to the build tree, else installed.
+// Path of libmemray-payload.so: $MEMRAY_PAYLOAD; else, for the memray of the build tree, the
+// payload built with it; else the installed one, found relative to the running binary
+// (<bindir>/memray -> <libdir>/memray/libmemray-payload.so). payload_path.cpp.
 std::string payload_path();
-// payload_path() made absolute (payload_path.cpp), or UsageError "cannot use the payload ..." when it is not readable.
+// payload_path() made absolute, or UsageError "cannot use the payload ..." when it is not readable.
 std::string resolve_payload();
 
 }  // namespace memray::cli

@@ -1,4 +1,7 @@
-// Which libmemray-payload.so this memray uses, and the check that it can be used.
+// Which libmemray-payload.so this memray uses. A memray running from its build tree uses the
+// payload built next to it; any other copy (installed, or installed into a --destdir root and
+// moved) finds the payload where installing put it relative to the binary, so that an installed
+// memray never picks up a build tree that happens to still exist, and a relocated install works.
 #include <fmt/core.h>
 
 #include <unistd.h>
@@ -8,16 +11,35 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <system_error>
 
 #include "cli/commands.hpp"
 #include "memray_config.h"
 
 namespace memray::cli {
 
+namespace fs = std::filesystem;
+
+namespace {
+
+bool running_from_build_tree(const fs::path& self) {
+    std::error_code ec;
+    fs::path built = fs::weakly_canonical(MEMRAY_EXE_BUILD, ec);
+    return !ec && self == built;
+}
+
+}  // namespace
+
 std::string payload_path() {
     if (const char* env = std::getenv("MEMRAY_PAYLOAD"); env != nullptr && *env != '\0') return env;
-    if (::access(MEMRAY_PAYLOAD_BUILD, F_OK) == 0) return MEMRAY_PAYLOAD_BUILD;
-    return MEMRAY_PAYLOAD_INSTALLED;
+    std::error_code ec;
+    fs::path self = fs::read_symlink("/proc/self/exe", ec);
+    if (ec) return MEMRAY_INSTALL_PAYLOAD;
+    if (running_from_build_tree(self)) return MEMRAY_PAYLOAD_BUILD;
+    // <bindir>/memray -> <libdir>/memray/libmemray-payload.so, as configured.
+    fs::path relation = fs::path(MEMRAY_INSTALL_PAYLOAD).lexically_relative(MEMRAY_INSTALL_BINDIR);
+    if (relation.empty()) return MEMRAY_INSTALL_PAYLOAD;
+    return (self.parent_path() / relation).lexically_normal().string();
 }
 
 std::string resolve_payload() {
@@ -27,7 +49,7 @@ std::string resolve_payload() {
         throw UsageError(fmt::format("cannot use the payload {}: {} (set MEMRAY_PAYLOAD to its path)",
                                      payload, std::strerror(err)));
     }
-    return std::filesystem::absolute(payload).lexically_normal().string();
+    return fs::absolute(payload).lexically_normal().string();
 }
 
 }  // namespace memray::cli
