@@ -26,13 +26,15 @@ report_core = sys.argv[3] if len(sys.argv) > 3 else None
 src = root / "src"
 problems = []
 
-# stage -> stages it may include (itself always). inject uses payload's public api.hpp only: the
-# exported entry points and the status block it reads from the target.
+# stage -> stages it may include (itself always). inject uses two dependency-free payload headers
+# only: api.hpp (the exported entry points and the status block it reads from the target) and
+# hook_list.hpp (the hooked names it plants safe points on); and format's settings contract,
+# which it writes into the target.
 ALLOWED = {
     "format": set(),
     "payload": {"format"},
     "attach": set(),
-    "inject": {"attach", "payload/api.hpp"},
+    "inject": {"attach", "format/settings.hpp", "payload/api.hpp", "payload/hook_list.hpp"},
     "report": {"format"},
     "launch": {"format"},
     "cli": {"format", "payload", "attach", "inject", "report", "launch"},

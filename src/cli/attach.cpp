@@ -6,9 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -16,9 +14,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -26,7 +22,10 @@
 #include "attach/tracer.hpp"
 #include "cli/attach_common.hpp"
 #include "cli/commands.hpp"
+#include "format/settings.hpp"
 #include "inject/injector.hpp"
+#include "launch/launch.hpp"
+#include "launch/output_file.hpp"
 #include "report/allocation_tracker.hpp"
 #include "report/capture.hpp"
 #include "report/size_format.hpp"
@@ -53,55 +52,6 @@ struct AttachOptions {
     bool follow_fork = false;
     bool trace_python_allocators = false;
     bool compress_on_exit = false;
-};
-
-// The capture file, created by the CLI. Removed again on failure, but only if this run created
-// it (with -f the path may be something of the user's).
-class OutputFile {
-  public:
-    OutputFile(const std::string& shown, const std::string& absolute, bool force)
-        : m_path(absolute) {
-        struct stat st {};
-        bool exists = ::stat(absolute.c_str(), &st) == 0;
-        if (exists && S_ISDIR(st.st_mode))
-            throw UsageError(fmt::format("output {} is a directory", shown));
-        if (exists && !force) {
-            throw UsageError(fmt::format(
-                "output file {} already exists, will not overwrite (use -f to force)", shown));
-        }
-        m_fd = ::open(absolute.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        m_created = m_fd >= 0;
-        if (m_fd < 0 && errno == EEXIST && force)
-            m_fd = ::open(absolute.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (m_fd < 0) {
-            int err = errno;
-            if (err == EEXIST) {
-                throw UsageError(fmt::format(
-                    "output file {} already exists, will not overwrite (use -f to force)", shown));
-            }
-            throw UsageError(fmt::format("cannot create the output file {}: {}", shown,
-                                         std::strerror(err)));
-        }
-    }
-    ~OutputFile() {
-        if (m_fd >= 0) ::close(m_fd);
-        if (!m_kept && m_created) ::unlink(m_path.c_str());
-    }
-    OutputFile(const OutputFile&) = delete;
-    OutputFile& operator=(const OutputFile&) = delete;
-    int fd() const { return m_fd; }
-    // The target has its own copy of the descriptor now and writes the capture.
-    void keep() {
-        m_kept = true;
-        ::close(m_fd);
-        m_fd = -1;
-    }
-
-  private:
-    std::string m_path;
-    int m_fd = -1;
-    bool m_created = false;
-    bool m_kept = false;
 };
 
 // The one-line summary after --duration, read with the report code.
@@ -132,25 +82,20 @@ void run_attach(const AttachOptions& o) {
         throw UsageError("--duration must be a positive number of seconds", k_usage_exit);
     pid_t pid = parse_pid(o.pid);
 
-    std::string payload = payload_path();
-    if (::access(payload.c_str(), R_OK) != 0) {
-        int err = errno;
-        throw UsageError(fmt::format("cannot use the payload {}: {} (set MEMRAY_PAYLOAD to its path)",
-                                     payload, std::strerror(err)));
-    }
-    payload = fs::absolute(payload).lexically_normal().string();
+    std::string payload = resolve_payload();
     std::string output_abs = fs::absolute(o.output).lexically_normal().string();
 
     CancelOnSignals signals;
-    OutputFile file(o.output, output_abs, o.force);
-
     inject::AttachOptions a;
     a.pid = pid;
     a.payload_path = payload;
-    a.settings = fmt::format("output={}\nnative={}\ncompress={}\n", output_abs, o.native ? 1 : 0,
-                             o.no_compress ? 0 : 1);
-    if (const char* level = std::getenv("MEMRAY_LOG_LEVEL"); level != nullptr && *level != '\0')
-        a.settings += fmt::format("log_level={}\n", level);
+    // The output is only named (messages, detach): the payload writes to the descriptor handed
+    // over, which is why force does not concern it.
+    format::set_setting(a.settings.output, output_abs);
+    a.settings.native = o.native;
+    a.settings.compress = !o.no_compress;
+    a.settings.log_level = launch::log_level_from_environment(false);
+    launch::OutputFile file(o.output, output_abs, o.force);
     a.output_fd = file.fd();
     a.timeout = k_attach_timeout;
     a.verbose = o.verbose;

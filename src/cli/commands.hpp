@@ -28,8 +28,10 @@ inline void reject_planned_option(bool given, const char* name) {
     if (given) throw UsageError("--" + std::string(name) + " is not supported yet", k_usage_exit);
 }
 
-// Each registers its subcommand on `app`; the callback runs the command and may throw.
-void register_run(CLI::App& app);
+// Each registers its subcommand on `app`; the callback runs the command and may throw. A command
+// whose success is not simply 0 (run: the program's status) stores its exit status in
+// `exit_status`, which main returns; no command exits the process itself.
+void register_run(CLI::App& app, int& exit_status);
 void register_summary(CLI::App& app);
 void register_stats(CLI::App& app);
 void register_parse(CLI::App& app);
@@ -40,7 +42,11 @@ void register_table(CLI::App& app);       // table.cpp
 void register_tree(CLI::App& app);        // tree.cpp
 void register_transform(CLI::App& app);   // transform.cpp
 
-// Path of libmemray-payload.so: $MEMRAY_PAYLOAD, else next to the build tree, else installed.
+// Path of libmemray-payload.so: $MEMRAY_PAYLOAD; else, for the memray of the build tree, the
+// payload built with it; else the installed one, found relative to the running binary
+// (<bindir>/memray -> <libdir>/memray/libmemray-payload.so). payload_path.cpp.
 std::string payload_path();
+// payload_path() made absolute, or UsageError "cannot use the payload ..." when it is not readable.
+std::string resolve_payload();
 
 }  // namespace memray::cli

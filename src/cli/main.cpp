@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
     CLI::App app{"memray: memory profiler for Python and native programs"};
     app.set_version_flag("--version", std::string("memray ") + MEMRAY_VERSION);
     app.require_subcommand(1);
-    memray::cli::register_run(app);
+    int exit_status = 0;
+    memray::cli::register_run(app, exit_status);
     memray::cli::register_summary(app);
     memray::cli::register_stats(app);
     memray::cli::register_parse(app);
@@ -57,5 +58,5 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "memray: error: %s\n", e.what());
         return 1;
     }
-    return 0;
+    return exit_status;
 }

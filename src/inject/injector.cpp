@@ -390,10 +390,10 @@ AttachResult attach_steps(const AttachOptions& o) {
         generation = s.generation;
     }
 
-    std::string settings = o.settings;
-    if (!settings.empty() && settings.back() != '\n') settings += '\n';
-    settings += "output_fd_handoff=1\n";
-    settings += fmt::format("handoff_timeout_ms={}\n", o.timeout.count());
+    format::PayloadSettings handoff = o.settings;
+    handoff.output_fd_handoff = true;
+    handoff.handoff_timeout_ms = static_cast<int>(o.timeout.count());
+    std::string settings = format::settings_text(handoff);
 
     std::vector<uint64_t> python_entries = find_python_entries(pid, maps, info.exe);
     if (!python_entries.empty()) steps.note("CPython allocator entries used as safe points too");

@@ -11,6 +11,7 @@
 #include <functional>
 #include <string>
 
+#include "format/settings.hpp"
 #include "inject/payload_control.hpp"
 
 namespace memray::inject {
@@ -18,8 +19,8 @@ namespace memray::inject {
 struct AttachOptions {
     pid_t pid = 0;
     std::string payload_path;  // libmemray-payload.so as this process sees it
-    // key=value lines for the payload (src/payload/api.hpp); output_fd_handoff is added here.
-    std::string settings;
+    // For the payload (format/settings.hpp); output_fd_handoff and its timeout are set here.
+    format::PayloadSettings settings;
     int output_fd = -1;  // the open capture file, handed to the target
     std::chrono::milliseconds timeout{5000};  // bound of every wait
     bool verbose = false;                     // steps with timings on stderr

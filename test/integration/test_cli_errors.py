@@ -73,6 +73,19 @@ def main():
     p = mrtest.run([memray, "run", "-o", os.path.join(work, "x3.bin"), script])
     expect_error(c, p, "run of a missing script", mention=script)
 
+    # A log level that is not 0-3: one line, nothing run, no file.
+    for value in ("4", "debug"):
+        out = os.path.join(work, "x5.bin")
+        p = mrtest.run([memray, "run", "-o", out, "--", "/bin/sh", "-c", "touch " + marker],
+                       env={"MEMRAY_LOG_LEVEL": value})
+        expect_error(c, p, "run with MEMRAY_LOG_LEVEL=%s" % value, mention="MEMRAY_LOG_LEVEL")
+        c.check(not os.path.exists(marker) and not os.path.exists(out),
+                "run with MEMRAY_LOG_LEVEL=%s: nothing run, no capture" % value)
+        p = mrtest.run([memray, "attach", "-o", out, str(os.getpid())],
+                       env={"MEMRAY_LOG_LEVEL": value})
+        expect_error(c, p, "attach with MEMRAY_LOG_LEVEL=%s" % value, mention="MEMRAY_LOG_LEVEL")
+        c.check(not os.path.exists(out), "attach with MEMRAY_LOG_LEVEL=%s: no capture" % value)
+
     # Options of later issues: accepted and answered clearly.
     for opt in (["--aggregate"], ["--follow-fork"], ["--live"], ["--live-remote"],
                 ["--trace-python-allocators"]):
