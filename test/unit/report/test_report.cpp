@@ -479,6 +479,40 @@ TEST_CASE("summary of a python capture: own and total memory at the peak") {
     std::remove(path.c_str());
 }
 
+TEST_CASE("summary: a function twice in one stack counts once (a -> b -> a)") {
+    // Before the fix the per-stack "seen" list held pointers into the rows, which moved when a
+    // new row was added, and `a` came out at 200 %.
+    std::string path = temp_path("recursive.bin");
+    {
+        CaptureBuilder b(path, python_header());
+        b.thread_info(1, 1000, "MainThread");
+        b.code(1, "a", "/src/rec.py", 1);
+        b.code(2, "b", "/src/rec.py", 10);
+        b.python_node(1, 0, 1);
+        b.python_node(2, 1, 2);
+        b.python_node(3, 2, 1);  // a -> b -> a
+        b.time(1000);
+        b.thread(1);
+        b.alloc(Allocator::Malloc, 0x1000, 1000, 3);
+        b.finish(2000);
+    }
+    Loaded l(path);
+    report::StackResolver res(l.reader);
+    report::Summary s = report::compute_summary(l.tracker, res);
+    REQUIRE(s.rows.size() == 2);
+    CHECK(s.snapshot_bytes == 1000);
+    for (const report::SummaryRow& r : s.rows) {
+        CAPTURE(r.function);
+        CHECK(r.total_memory == 1000);
+        CHECK(r.n_allocations == 1);
+        CHECK(r.own_memory == (r.function == "a" ? 1000 : 0));
+    }
+    std::string table = report::render_summary(s, 1, 10, {});
+    CHECK(table.find("200.00%") == std::string::npos);
+    CHECK(table.find("100.00%") != std::string::npos);
+    std::remove(path.c_str());
+}
+
 TEST_CASE("a capture cut short (no trailer) still reports what it holds") {
     std::string path = temp_path("cut.bin");
     write_python_capture(path, false);
