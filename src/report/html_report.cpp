@@ -440,11 +440,24 @@ FlameTree build_flame_tree(const Snapshot& snapshot, const StackResolver& resolv
             iv.resize(w);
         };
         fold();
+        const bool peaks = snapshot.kind == SnapshotKind::HighWaterMark;
+        out.interval_peaks = snapshot.interval_peaks;
         while (iv.size() > options.max_interval_entries && out.interval_group < (1u << 20)) {
             out.interval_group *= 2;
-            for (auto& x : iv) {
-                x.allocated_in /= 2;
-                if (x.freed_in != IntervalAmount::k_never) x.freed_in /= 2;
+            if (peaks) {
+                // A group shows its highest interval's shares.
+                std::vector<uint64_t> merged;
+                std::vector<uint32_t> chosen = choose_peaks(out.interval_peaks, 1, merged);
+                out.interval_peaks = std::move(merged);
+                size_t w = 0;
+                for (FlameTree::Interval x : iv)
+                    if (coarsen_peak_run(chosen, x.allocated_in, x.freed_in)) iv[w++] = x;
+                iv.resize(w);
+            } else {
+                for (auto& x : iv) {
+                    x.allocated_in /= 2;
+                    if (x.freed_in != IntervalAmount::k_never) x.freed_in /= 2;
+                }
             }
             fold();
         }
@@ -594,6 +607,10 @@ std::string render_flamegraph_html(const Snapshot& snapshot, const StackResolver
     j.close(']');
     j.key("interval_group");
     j.item(tree.interval_group);
+    j.key("interval_peaks");
+    j.open('[');
+    for (uint64_t p : tree.interval_peaks) j.item(p);
+    j.close(']');
     j.key("intervals");
     j.open('[');
     for (const FlameTree::Interval& iv : tree.intervals) {

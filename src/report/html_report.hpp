@@ -9,6 +9,8 @@
 //   nodes:  [parent, frame, parent, frame, ...]        node 0 is the root; parents come first
 //   locs:   [node, thread, bytes, count, ...]          amounts of this view per (node, thread)
 //   intervals (--temporal): [loc, allocated_in, freed_in (-1 = never), bytes, count, ...]
+//                           read as snapshot.hpp's IntervalAmount says for the view (kind)
+//   interval_peaks (--temporal high-water mark): the heap's highest value per interval
 //
 // Big captures stay small: call-tree nodes whose total is below a small share of the whole (or
 // beyond a node budget) are merged into one "<other>" child of their nearest kept ancestor.
@@ -65,6 +67,7 @@ struct FlameTree {
         uint64_t bytes, count;
     };
     std::vector<Interval> intervals;
+    std::vector<uint64_t> interval_peaks;  // high-water-mark view: per (grouped) interval
     uint32_t interval_group = 1;  // memory samples per interval after coarsening
     uint64_t merged_nodes = 0;    // call-tree nodes folded into "<other>"
     uint64_t full_nodes = 0;      // call-tree nodes before merging
