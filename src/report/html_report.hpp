@@ -22,19 +22,11 @@
 #include <vector>
 
 #include "format/reader.hpp"
+#include "report/frame_rule.hpp"  // frame_flags: the page hides frames by it
 #include "report/snapshot.hpp"
 #include "report/stack_resolver.hpp"
 
 namespace memray::report {
-
-// Frame flags, decided here so that the page and the docs share one rule.
-// Irrelevant: interpreter internals a Python user cannot act on: CPython's own C frames (native
-// frames of libpython / the python executable, or C functions named _Py* / Py[A-Z]*) and the
-// `python -m` machinery (runpy). Import system: frames of importlib's bootstrap.
-constexpr uint32_t k_frame_native = 1u << 0;
-constexpr uint32_t k_frame_irrelevant = 1u << 1;
-constexpr uint32_t k_frame_import = 1u << 2;
-uint32_t frame_flags(const Frame& f);
 
 struct HtmlOptions {
     bool split_threads = false;  // threads as the first level of the flame graph
