@@ -66,7 +66,7 @@ async function main() {
     const f = line.trim().split(/\s+/);
     if (f[0] === 'PHASE') phases[f[1]] = { time: Number(f[2]), bytes: Number(f[3]) };
   }
-  check(Object.keys(phases).length === 8, 'target printed its 8 phases');
+  check(Object.keys(phases).length === 9, 'target printed its 9 phases');
   const statsPath = path.join(work, 'stats.json');
   run([memray, 'stats', '--json', '-o', statsPath, '-f', capture]);
   const peak = JSON.parse(fs.readFileSync(statsPath, 'utf8')).metadata.peak_memory;
@@ -320,10 +320,9 @@ async function temporalChecks(browser, file, phases) {
   const startMs = await page.evaluate(() => window.memrayReport.data.meta.start_ms);
   const rel = (ph, d) => (phases[ph].time - startMs / 1000 + d).toFixed(3);
   const windowed = (a, b) => windowedAmounts(page, a, b);
-  // Between the third phase's allocation and its free: it allocates after 'third' is printed
-  // and frees 0.4 s later, then prints 'third_freed'; the middle holds however late (< 0.4 s)
-  // a loaded machine runs it.
-  const midThird = ((phases.third.time + phases.third_freed.time) / 2 - startMs / 1000).toFixed(3);
+  // After the third phase's allocation ('third_alive' is printed right after it) and well
+  // before its free (0.4 s later), however late a loaded machine runs it.
+  const midThird = rel('third_alive', 0.05);
   const stats = await page.textContent('#stats');
   check(stats.includes('highest heap within the chosen window') && !stats.includes('(high-water mark)'),
     'temporal stats panel names the window view: ' + stats.slice(stats.indexOf('Showing')));
@@ -348,6 +347,16 @@ async function temporalChecks(browser, file, phases) {
   const total = await page.evaluate(() => window.memrayReport.buildTree().value);
   const peak = await page.evaluate(() => window.memrayReport.data.meta.peak_bytes);
   equal(total, peak, 'whole capture: the tree holds the peak memory');
+  // The plot marks the latest stretch between two samples that held the peak (while the heap
+  // stays flat after the peak's last event, each stretch holds it).
+  const mark = await page.evaluate(() => {
+    const r = window.memrayReport;
+    const h = r.state.peak[0] === 0 ? 0 : r.data.memory[0].indexOf(r.state.peak[0]);
+    return { marked: r.state.peak, held: r.data.interval_peaks[h], peakUs: r.data.meta.peak_time_us };
+  });
+  // (events carry the time of the latest time record: a few ms of slack)
+  check(mark.held === peak && mark.marked[1] + 20000 >= mark.peakUs,
+    'the plot marks a stretch that held the peak, not before it: ' + JSON.stringify(mark));
   check(errors.length === 0, 'no page errors: ' + JSON.stringify(errors));
   await page.close();
 }
@@ -358,10 +367,9 @@ async function temporalLeaksChecks(browser, file, phases) {
   const startMs = await page.evaluate(() => window.memrayReport.data.meta.start_ms);
   const rel = (ph, d) => (phases[ph].time - startMs / 1000 + d).toFixed(3);
   const windowed = (a, b) => windowedAmounts(page, a, b);
-  // Between the third phase's allocation and its free: it allocates after 'third' is printed
-  // and frees 0.4 s later, then prints 'third_freed'; the middle holds however late (< 0.4 s)
-  // a loaded machine runs it.
-  const midThird = ((phases.third.time + phases.third_freed.time) / 2 - startMs / 1000).toFixed(3);
+  // After the third phase's allocation ('third_alive' is printed right after it) and well
+  // before its free (0.4 s later), however late a loaded machine runs it.
+  const midThird = rel('third_alive', 0.05);
   let w = await windowed(rel('second', -0.05), rel('hostile', 0.1));
   equal(w.second_phase, phases.second.bytes, 'window around the second phase: second_phase');
   equal(w.worker_allocation, phases.worker.bytes, 'window around the second phase: worker_allocation');

@@ -39,6 +39,8 @@ const state = {
   search: '',
   // --temporal window as memory-sample indices (inclusive), the whole capture at first
   window: [0, Math.max(0, times.length - 1)],
+  // --temporal high-water mark: [from, to] (microseconds) in which the window's peak was reached
+  peak: null,
 };
 
 // ---- amounts per location ------------------------------------------------------------------
@@ -427,11 +429,15 @@ function setWindow(a, b) {
   if (data.kind === 'high_water_mark') {
     const g = data.interval_group || 1;
     const h = peakInterval(Math.floor(a / g), Math.floor(b / g));
-    const from = times[h * g] || 0;
+    // The first interval also holds what came before the first sample, the last what came
+    // after its sample.
+    const from = h === 0 ? 0 : times[h * g];
     const to = times[(h + 1) * g];
+    state.peak = [from, to === undefined ? Number(data.meta.duration_us) : to];
     windowText.textContent = ' showing the allocations alive at the highest heap of the window, ' +
-      formatBytes((data.interval_peaks || [])[h] || 0) + ', reached between ' + formatDuration(from) +
+      formatBytes((data.interval_peaks || [])[h] || 0) + ', held between ' + formatDuration(from) +
       (to === undefined ? ' and the end' : ' and ' + formatDuration(to));
+    if (plot) plot.redraw(false);
   } else {
     windowText.textContent = ' showing allocations made between ' + formatDuration(times[a] || 0) +
       ' and ' + formatDuration(times[b] || 0) + ' and still alive at the end of it';
@@ -471,6 +477,16 @@ function drawPlot() {
       { label: 'Heap', stroke: '#e6550d', width: 1.5, value: (u, v) => (v == null ? '-' : formatBytes(v)) },
     ],
     hooks: data.temporal ? {
+      // The stretch in which the window's high-water mark was reached, as memray marks it.
+      draw: [(u) => {
+        if (!state.peak) return;
+        const x0 = Math.max(u.bbox.left, u.valToPos(state.peak[0] / 1e6, 'x', true));
+        const x1 = Math.min(u.bbox.left + u.bbox.width, u.valToPos(state.peak[1] / 1e6, 'x', true));
+        u.ctx.save();
+        u.ctx.fillStyle = 'rgba(251, 255, 0, 0.35)';
+        u.ctx.fillRect(x0, u.bbox.top, Math.max(2, x1 - x0), u.bbox.height);
+        u.ctx.restore();
+      }],
       setSelect: [(u) => {
         if (u.select.width <= 0) return;
         const t0 = u.posToVal(u.select.left, 'x') * 1e6;
