@@ -1,6 +1,7 @@
 // `memray flamegraph [-o FILE] [-f] [--leaks | --temporary-allocations |
 //  --temporary-allocation-threshold N] [--temporal] [--split-threads] [--inverted]
-//  [--max-memory-records N] [--no-web] capture`, and the code `memray table` shares with it.
+//  [--max-memory-records N] [--no-web] [--confidential-files all|none|default] capture`, and the
+// code `memray table` shares with it.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -25,12 +26,13 @@ struct HtmlReportOptions {
     bool force = false;
     bool leaks = false;
     bool temporary = false;
-    uint64_t temporary_threshold = 0;  // 0: not given
+    int64_t temporary_threshold = -1;  // < 0: not given
     bool temporal = false;
     bool split_threads = false;
     bool inverted = false;
     size_t max_memory_records = 10000;
     bool no_web = false;
+    std::string confidential_files = "default";
     report::SymbolizerOptions symbols;
 };
 
@@ -39,12 +41,12 @@ const char* reporter_name(HtmlReporter which) {
 }
 
 void run_html_report(const HtmlReportOptions& o, HtmlReporter which) {
-    int modes = int(o.leaks) + int(o.temporary) + int(o.temporary_threshold != 0);
+    int modes = int(o.leaks) + int(o.temporary) + int(o.temporary_threshold >= 0);
     if (modes > 1)
         throw UsageError("--leaks, --temporary-allocations and --temporary-allocation-threshold "
                          "are mutually exclusive", 2);
-    if (o.temporal && (o.temporary || o.temporary_threshold != 0))
-        throw UsageError("--temporal cannot be used with temporary allocations", 2);
+    if (o.temporal && (o.temporary || o.temporary_threshold >= 0))
+        throw UsageError("Can't create a temporal flame graph of temporary allocations", 2);
     if (o.max_memory_records < 2)
         throw UsageError("--max-memory-records must be at least 2", 2);
 
@@ -59,8 +61,7 @@ void run_html_report(const HtmlReportOptions& o, HtmlReporter which) {
         throw UsageError(e.what());
     }
 
-    report::SnapshotOptions so = view_snapshot_options(
-        o.leaks, o.temporary, o.temporary_threshold != 0 ? int64_t(o.temporary_threshold) : -1);
+    report::SnapshotOptions so = view_snapshot_options(o.leaks, o.temporary, o.temporary_threshold);
     so.temporal = o.temporal && which == HtmlReporter::Flamegraph;
     so.max_memory_records = o.max_memory_records;
     // MEMRAY_HTML_TIMING=1: where the time goes (reading vs building the page), for bench/.
@@ -106,29 +107,27 @@ void register_html_reporter(CLI::App& app, HtmlReporter which) {
     sub->add_flag("-f,--force", opts->force, "If the output file already exists, overwrite it");
     auto* leaks = sub->add_flag("--leaks", opts->leaks,
                                 "Show memory leaks, instead of peak memory usage");
-    auto* temp = sub->add_flag("--temporary-allocations", opts->temporary,
-                               "Report temporary allocations (freed right after the next one "
-                               "on the same thread), instead of peak memory usage");
-    auto* thr = sub->add_option("--temporary-allocation-threshold", opts->temporary_threshold,
-                                "Report temporary allocations, freed after at most N other "
-                                "allocations on the same thread")
-                    ->check(CLI::PositiveNumber);
+    auto [thr, temp] = add_temporary_options(sub, opts->temporary_threshold, opts->temporary);
     leaks->excludes(temp)->excludes(thr);
-    temp->excludes(thr);
     sub->add_flag("--split-threads", opts->split_threads,
                   table ? "Do not merge allocations across threads"
                         : "Show threads as the first level of the flame graph");
     if (!table) {
         sub->add_flag("--temporal", opts->temporal,
-                      "Pick a time window on the memory plot and show what was allocated and "
-                      "not freed in it");
+                      "Pick a time window on the memory plot and show what was alive at the "
+                      "highest heap within it (with --leaks: what was allocated in it and not "
+                      "freed by its end)");
         sub->add_flag("--inverted", opts->inverted,
                       "Start with the inverted flame graph (allocating functions at the root)");
         sub->add_option("--max-memory-records", opts->max_memory_records,
                         "Maximum number of memory samples in the plot (default 10000)");
-        sub->add_flag("--no-web", opts->no_web,
-                      "Accepted for memray compatibility: every asset is always inlined");
+        sub->add_option("--confidential-files", opts->confidential_files,
+                        "Accepted for memray compatibility: the page never holds source lines, "
+                        "only function names, file names and line numbers (memray's 'all')")
+            ->check(CLI::IsMember({"all", "none", "default"}));
     }
+    sub->add_flag("--no-web", opts->no_web,
+                  "Accepted for memray compatibility: every asset is always inlined");
     sub->callback([opts, which] { run_html_report(*opts, which); });
 }
 

@@ -1,4 +1,5 @@
-// `memray summary [-s N] [-r N] capture`
+// `memray summary [-s N] [-r N] [--temporary-allocations | --temporary-allocation-threshold N]
+//  capture`
 #include <fmt/core.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -22,6 +23,8 @@ struct SummaryOptions {
     std::string results;
     int sort_column = 1;
     int max_rows = 0;
+    int64_t threshold = -1;  // --temporary-allocation-threshold; < 0: not given
+    bool temporary = false;
     report::SymbolizerOptions symbols;
 };
 
@@ -29,13 +32,21 @@ void run_summary(const SummaryOptions& o) {
     if (o.sort_column < 1 || o.sort_column > 5)
         throw UsageError("The --sort-column argument must be between 1 and 5", 2);
     auto reader = report::open_capture(o.results);
-    report::AllocationTracker tracker(false, false);  // no size histogram, no per-stack totals
-    report::track_capture(*reader, tracker);
-    report::warn_if_truncated(*reader);
-    ReportStacks stacks(*reader, o.symbols);
-    const report::StackResolver& resolver = stacks.resolver();
-    report::Summary summary = report::compute_summary(tracker, resolver, report::SummaryView::Peak);
-    stacks.print_warnings();
+    report::Summary summary;
+    if (o.temporary || o.threshold >= 0) {
+        report::SnapshotOptions so = view_snapshot_options(false, o.temporary, o.threshold);
+        report::Snapshot snapshot = read_snapshot(*reader, so, o.results);
+        ReportStacks stacks(*reader, o.symbols);
+        summary = report::compute_summary(snapshot, stacks.resolver());
+        stacks.print_warnings();
+    } else {
+        report::AllocationTracker tracker(false, false);  // no size histogram, no per-stack totals
+        report::track_capture(*reader, tracker);
+        report::warn_if_truncated(*reader);
+        ReportStacks stacks(*reader, o.symbols);
+        summary = report::compute_summary(tracker, stacks.resolver(), report::SummaryView::Peak);
+        stacks.print_warnings();
+    }
 
     report::TableStyle style;
     size_t lines = 24;  // memray's default when the size is unknown
@@ -64,6 +75,7 @@ void register_summary(CLI::App& app) {
     add_symbol_options(sub, opts->symbols);
     sub->add_option("-s,--sort-column", opts->sort_column, "Column number to sort on (1-5)");
     sub->add_option("-r,--max-rows", opts->max_rows, "Maximum number of rows to display");
+    add_temporary_options(sub, opts->threshold, opts->temporary);
     sub->callback([opts] { run_summary(*opts); });
 }
 

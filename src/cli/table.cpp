@@ -1,5 +1,5 @@
 // `memray table [-o FILE] [-f] [--leaks | --temporary-allocations |
-//  --temporary-allocation-threshold N] [--split-threads] capture`: see html_reporter.hpp.
+//  --temporary-allocation-threshold N] [--split-threads] [--no-web] capture`: see html_reporter.hpp.
 #include "cli/html_reporter.hpp"
 
 namespace memray::cli {

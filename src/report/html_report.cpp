@@ -25,11 +25,6 @@ std::string_view table_css();
 
 namespace {
 
-bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
-bool ends_with(std::string_view s, std::string_view p) {
-    return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
-}
-
 // ---- compact JSON -------------------------------------------------------------------------
 
 void append_uint(std::string& out, uint64_t v) {
@@ -239,28 +234,6 @@ uint64_t pair_key(uint32_t a, uint32_t b) { return (uint64_t(a) << 32) | b; }
 
 }  // namespace
 
-uint32_t frame_flags(const Frame& f) {
-    uint32_t flags = f.native ? k_frame_native : 0;
-    if (f.native) {
-        std::string_view fn = f.function;
-        std::string_view object = basename_of(f.object.empty() ? f.file : f.object);
-        bool c_api = starts_with(fn, "_Py") ||
-                     (starts_with(fn, "Py") && fn.size() > 2 && (std::isupper(uint8_t(fn[2])) ||
-                                                                 fn[2] == '_'));
-        bool interpreter_object = starts_with(object, "libpython") ||
-                                  (starts_with(object, "python") &&
-                                   object.find(".so") == std::string_view::npos);
-        if (c_api || interpreter_object) flags |= k_frame_irrelevant;
-    } else {
-        std::string_view file = f.file;
-        if (starts_with(file, "<frozen importlib") || ends_with(file, "importlib/_bootstrap.py") ||
-            ends_with(file, "importlib/_bootstrap_external.py"))
-            flags |= k_frame_import;
-        if (file == "<frozen runpy>" || ends_with(file, "/runpy.py")) flags |= k_frame_irrelevant;
-    }
-    return flags;
-}
-
 void append_json_string(std::string& out, std::string_view s) {
     static const char* hex = "0123456789abcdef";
     out.push_back('"');
@@ -440,11 +413,24 @@ FlameTree build_flame_tree(const Snapshot& snapshot, const StackResolver& resolv
             iv.resize(w);
         };
         fold();
+        const bool peaks = snapshot.kind == SnapshotKind::HighWaterMark;
+        out.interval_peaks = snapshot.interval_peaks;
         while (iv.size() > options.max_interval_entries && out.interval_group < (1u << 20)) {
             out.interval_group *= 2;
-            for (auto& x : iv) {
-                x.allocated_in /= 2;
-                if (x.freed_in != IntervalAmount::k_never) x.freed_in /= 2;
+            if (peaks) {
+                // A group shows its highest interval's shares.
+                std::vector<uint64_t> merged;
+                std::vector<uint32_t> chosen = choose_peaks(out.interval_peaks, 1, merged);
+                out.interval_peaks = std::move(merged);
+                size_t w = 0;
+                for (FlameTree::Interval x : iv)
+                    if (coarsen_peak_run(chosen, x.allocated_in, x.freed_in)) iv[w++] = x;
+                iv.resize(w);
+            } else {
+                for (auto& x : iv) {
+                    x.allocated_in /= 2;
+                    if (x.freed_in != IntervalAmount::k_never) x.freed_in /= 2;
+                }
             }
             fold();
         }
@@ -594,6 +580,10 @@ std::string render_flamegraph_html(const Snapshot& snapshot, const StackResolver
     j.close(']');
     j.key("interval_group");
     j.item(tree.interval_group);
+    j.key("interval_peaks");
+    j.open('[');
+    for (uint64_t p : tree.interval_peaks) j.item(p);
+    j.close(']');
     j.key("intervals");
     j.open('[');
     for (const FlameTree::Interval& iv : tree.intervals) {

@@ -9,6 +9,8 @@
 //   nodes:  [parent, frame, parent, frame, ...]        node 0 is the root; parents come first
 //   locs:   [node, thread, bytes, count, ...]          amounts of this view per (node, thread)
 //   intervals (--temporal): [loc, allocated_in, freed_in (-1 = never), bytes, count, ...]
+//                           read as snapshot.hpp's IntervalAmount says for the view (kind)
+//   interval_peaks (--temporal high-water mark): the heap's highest value per interval
 //
 // Big captures stay small: call-tree nodes whose total is below a small share of the whole (or
 // beyond a node budget) are merged into one "<other>" child of their nearest kept ancestor.
@@ -20,19 +22,11 @@
 #include <vector>
 
 #include "format/reader.hpp"
+#include "report/frame_rule.hpp"  // frame_flags: the page hides frames by it
 #include "report/snapshot.hpp"
 #include "report/stack_resolver.hpp"
 
 namespace memray::report {
-
-// Frame flags, decided here so that the page and the docs share one rule.
-// Irrelevant: interpreter internals a Python user cannot act on: CPython's own C frames (native
-// frames of libpython / the python executable, or C functions named _Py* / Py[A-Z]*) and the
-// `python -m` machinery (runpy). Import system: frames of importlib's bootstrap.
-constexpr uint32_t k_frame_native = 1u << 0;
-constexpr uint32_t k_frame_irrelevant = 1u << 1;
-constexpr uint32_t k_frame_import = 1u << 2;
-uint32_t frame_flags(const Frame& f);
 
 struct HtmlOptions {
     bool split_threads = false;  // threads as the first level of the flame graph
@@ -65,6 +59,7 @@ struct FlameTree {
         uint64_t bytes, count;
     };
     std::vector<Interval> intervals;
+    std::vector<uint64_t> interval_peaks;  // high-water-mark view: per (grouped) interval
     uint32_t interval_group = 1;  // memory samples per interval after coarsening
     uint64_t merged_nodes = 0;    // call-tree nodes folded into "<other>"
     uint64_t full_nodes = 0;      // call-tree nodes before merging

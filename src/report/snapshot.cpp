@@ -108,14 +108,173 @@ class LocationIndex {
     std::vector<Key> m_keys = std::vector<Key>(1);  // id 0 is never handed out
 };
 
+// --temporal high-water mark: each location's share of the heap at the highest moment of every
+// interval, as runs of intervals with the same share. Kept lazily, as the tracker keeps its
+// at_peak(): a location is brought up to date only when it changes (its share at a peak it has
+// not changed since is its share now), so a new peak costs nothing per location.
+class PeakHistory {
+  public:
+    struct Run {
+        uint32_t location, first, end;  // intervals [first, end); end k_never: to the last
+        Amount amount;
+    };
+
+    // Intervals are merged pairwise once there are twice as many as memory points may be; the
+    // end merges them to the points' resolution (which is never finer).
+    explicit PeakHistory(size_t max_points) : m_limit(2 * max_points) {}
+
+    void add(uint32_t location, uint64_t bytes) {
+        State& st = touch(location);
+        st.live.count += 1;
+        st.live.bytes += bytes;
+    }
+    void remove(uint32_t location, uint64_t bytes) {
+        State& st = touch(location);
+        st.live.count -= 1;
+        st.live.bytes -= bytes;
+    }
+    // After each event, with the tracked heap: ">=", the latest of equal peaks counts.
+    void after_event(uint64_t heap) {
+        if (heap >= m_peak) {
+            m_peak = heap;
+            ++m_peak_id;
+        }
+    }
+    // Memory sample number `raw` (before any merging) was read; `heap` is the heap now.
+    void on_sample(uint64_t raw, uint64_t heap) {
+        // The first interval also holds what came before the first sample.
+        if (raw == 0 || (raw & ((uint64_t(1) << m_shift) - 1)) != 0) return;
+        end_interval();
+        uint64_t next = raw >> m_shift;
+        if (next >= m_limit) {
+            merge_all(uint32_t(next), 1);
+            next >>= 1;
+        }
+        m_current = uint32_t(next);
+        // The heap as the interval starts is its first candidate peak.
+        m_peak = heap;
+        ++m_peak_id;
+    }
+    // Runs and per-interval peaks at 2^`shift` samples per interval (the memory points').
+    void finish(unsigned shift, std::vector<Run>& runs, std::vector<uint64_t>& peaks) {
+        end_interval();
+        uint32_t end = m_current + 1;
+        for (uint32_t loc = 0; loc < m_states.size(); ++loc) {
+            State& st = m_states[loc];
+            if (st.interval != end) bring_up(st, loc, end);
+            close_run(st, loc, IntervalAmount::k_never);
+        }
+        if (shift > m_shift) remap(shift - m_shift);
+        // Merging closed every run: join the pieces of one again.
+        std::sort(m_runs.begin(), m_runs.end(), [](const Run& a, const Run& b) {
+            return a.location != b.location ? a.location < b.location : a.first < b.first;
+        });
+        size_t w = 0;
+        for (const Run& r : m_runs) {
+            if (w > 0) {
+                Run& last = m_runs[w - 1];
+                if (last.location == r.location && last.end == r.first &&
+                    last.amount.count == r.amount.count && last.amount.bytes == r.amount.bytes) {
+                    last.end = r.end;
+                    continue;
+                }
+            }
+            m_runs[w++] = r;
+        }
+        m_runs.resize(w);
+        runs = std::move(m_runs);
+        peaks = std::move(m_peaks);
+    }
+
+  private:
+    struct State {
+        Amount live;        // now
+        Amount at_peak;     // at peak number peak_id
+        Amount run;         // of the open run, from interval run_first on
+        uint64_t peak_id = 0;
+        uint32_t interval = 0;  // the interval of the latest change
+        uint32_t run_first = 0;
+    };
+
+    State& touch(uint32_t location) {
+        if (location >= m_states.size()) m_states.resize(size_t(location) + 1);
+        State& st = m_states[location];
+        if (st.interval != m_current) bring_up(st, location, m_current);
+        if (st.peak_id != m_peak_id) {  // first change since the latest peak: remember it
+            st.at_peak = st.live;
+            st.peak_id = m_peak_id;
+        }
+        return st;
+    }
+    // Records the shares of a location for its intervals from st.interval to `to` (exclusive),
+    // all ended: at the last one's peak if it changed after that peak, else what it holds now.
+    void bring_up(State& st, uint32_t location, uint32_t to) {
+        uint32_t k = st.interval;
+        push(st, location, k, st.peak_id == m_final_peak_id[k] ? st.at_peak : st.live);
+        if (k + 1 < to) push(st, location, k + 1, st.live);
+        st.interval = to;
+    }
+    void push(State& st, uint32_t location, uint32_t k, Amount a) {
+        if (a.count == st.run.count && a.bytes == st.run.bytes) return;
+        close_run(st, location, k);
+        st.run_first = k;
+        st.run = a;
+    }
+    void close_run(State& st, uint32_t location, uint32_t end) {
+        if (st.run.count != 0 || st.run.bytes != 0)
+            m_runs.push_back({location, st.run_first, end, st.run});
+        st.run = {};
+        st.run_first = end;
+    }
+    void end_interval() {
+        m_final_peak_id.push_back(m_peak_id);
+        m_peaks.push_back(m_peak);
+    }
+    // Brings every location up to interval `next` (just starting), then merges 2^`shift`
+    // intervals into one.
+    void merge_all(uint32_t next, unsigned shift) {
+        for (uint32_t loc = 0; loc < m_states.size(); ++loc) {
+            State& st = m_states[loc];
+            if (st.interval != next) bring_up(st, loc, next);
+            close_run(st, loc, next);
+            st.interval = next >> shift;
+            st.run_first = next >> shift;
+        }
+        remap(shift);
+        m_final_peak_id.assign(m_peaks.size(), 0);  // every location is past them
+    }
+    void remap(unsigned shift) {
+        std::vector<uint64_t> merged;
+        std::vector<uint32_t> chosen = choose_peaks(m_peaks, shift, merged);
+        size_t w = 0;
+        for (Run r : m_runs)
+            if (coarsen_peak_run(chosen, r.first, r.end)) m_runs[w++] = r;
+        m_runs.resize(w);
+        m_peaks = std::move(merged);
+        m_shift += shift;
+    }
+
+    uint64_t m_limit;
+    unsigned m_shift = 0;    // 2^m_shift samples per interval
+    uint32_t m_current = 0;  // the interval events fall into now
+    uint64_t m_peak = 0;     // highest heap of the current interval so far
+    uint64_t m_peak_id = 0;  // number of the latest peak
+    std::vector<uint64_t> m_final_peak_id;  // per ended interval: its last peak's number
+    std::vector<uint64_t> m_peaks;          // per ended interval: its highest heap
+    std::vector<State> m_states;            // by location
+    std::vector<Run> m_runs;                // closed runs
+};
+
 // Per-location amounts outside the tracker: temporary allocations and, for --temporal, the
 // interval in which each live block was born.
 class Extras {
   public:
     explicit Extras(const SnapshotOptions& o)
         : m_temporary(o.kind == SnapshotKind::Temporary), m_temporal(o.temporal),
+          m_peaks(o.temporal && o.kind == SnapshotKind::HighWaterMark),
           m_ring_capacity(size_t(std::min<uint64_t>(o.temporary_threshold, 1u << 20)) + 1),
-          m_max_points(std::clamp<size_t>(o.max_memory_records, 1, k_max_points)) {}
+          m_max_points(std::clamp<size_t>(o.max_memory_records, 1, k_max_points)),
+          m_history(m_max_points) {}
 
     void prefetch(const Event& e) const {
         if (m_temporal) m_born.prefetch(e.address);
@@ -134,28 +293,40 @@ class Extras {
         } else {
             m_points.push_back({e.time_us, e.address, heap});
         }
+        if (m_peaks) m_history.on_sample(j, heap);
     }
 
-    void on_allocation(const Event& e) {
+    // `heap`: the tracked heap after the event.
+    void on_allocation(const Event& e, uint64_t heap) {
         if (m_temporary) remember(e);
         if (m_temporal) {
             Born old;
             if (!m_born.insert(e.address, {e.node, current_raw(), e.size}, &old)) [[unlikely]]
                 close(old);  // reused without a recorded free: the old block is gone
+            if (m_peaks) {
+                m_history.add(e.node, e.size);
+                m_history.after_event(heap);
+            }
         }
     }
 
-    void on_deallocation(const Event& e) {
+    void on_deallocation(const Event& e, uint64_t heap) {
         if (m_temporary) forget(e);
         if (m_temporal) {
             // munmap of part of a mapping is not followed here: only the mapping's start address.
             Born b;
             if (m_born.erase(e.address, &b)) close(b);
+            if (m_peaks) m_history.after_event(heap);
         }
     }
 
     const std::vector<Amount>& temporary() const { return m_temp; }
     std::vector<MemoryPoint>& points() { return m_points; }
+
+    // The high-water-mark runs and per-interval peaks (temporal HighWaterMark view).
+    void peak_history(std::vector<PeakHistory::Run>& runs, std::vector<uint64_t>& peaks) {
+        m_history.finish(m_shift, runs, peaks);
+    }
 
     // (location, allocated_in, freed_in, amount) with the blocks alive at the end as k_never.
     template <typename F>
@@ -215,6 +386,10 @@ class Extras {
     }
 
     void close(const Born& b) {
+        if (m_peaks) {
+            m_history.remove(b.location, b.size);
+            return;
+        }
         uint32_t born = uint32_t(b.raw >> m_shift);
         uint32_t freed = uint32_t(current_raw() >> m_shift);
         // Freed in the interval it was born in: no window [a, b] shows it (it needs freed > b
@@ -257,8 +432,10 @@ class Extras {
 
     bool m_temporary;
     bool m_temporal;
+    bool m_peaks;  // temporal high-water mark: m_history instead of m_intervals
     size_t m_ring_capacity;
     size_t m_max_points;
+    PeakHistory m_history;
     std::vector<Ring> m_rings;
     std::vector<Amount> m_temp;  // by location
     mutable FlatMap<Born> m_born;
@@ -286,8 +463,8 @@ class SnapshotSink {
         }
         m_tracker.on_event(e);
         if (WithExtras) {
-            if (format::is_deallocator(e.allocator)) m_extras.on_deallocation(e);
-            else m_extras.on_allocation(e);
+            if (format::is_deallocator(e.allocator)) m_extras.on_deallocation(e, m_tracker.heap());
+            else m_extras.on_allocation(e, m_tracker.heap());
         }
     }
 
@@ -297,6 +474,36 @@ class SnapshotSink {
 };
 
 }  // namespace
+
+std::vector<uint32_t> choose_peaks(const std::vector<uint64_t>& peaks, unsigned shift,
+                                   std::vector<uint64_t>& merged) {
+    const size_t group = size_t(1) << shift;
+    std::vector<uint32_t> chosen;
+    merged.clear();
+    for (size_t first = 0; first < peaks.size(); first += group) {
+        size_t best = first;
+        for (size_t k = first + 1; k < std::min(peaks.size(), first + group); ++k)
+            if (peaks[k] >= peaks[best]) best = k;
+        chosen.push_back(uint32_t(best));
+        merged.push_back(peaks[best]);
+    }
+    return chosen;
+}
+
+bool coarsen_peak_run(const std::vector<uint32_t>& chosen, uint32_t& allocated_in,
+                      uint32_t& freed_in) {
+    // `chosen` ascends: the groups a run covers are consecutive.
+    auto first = uint32_t(std::lower_bound(chosen.begin(), chosen.end(), allocated_in) -
+                          chosen.begin());
+    uint32_t end = freed_in == IntervalAmount::k_never
+                       ? uint32_t(chosen.size())
+                       : uint32_t(std::lower_bound(chosen.begin(), chosen.end(), freed_in) -
+                                  chosen.begin());
+    if (first >= end) return false;
+    allocated_in = first;
+    if (freed_in != IntervalAmount::k_never) freed_in = end;
+    return true;
+}
 
 Snapshot build_snapshot(format::Reader& reader, const SnapshotOptions& options) {
     AllocationTracker tracker(false, false);  // no sizes, no per-location totals
@@ -346,7 +553,14 @@ Snapshot build_snapshot(format::Reader& reader, const SnapshotOptions& options) 
     };
     std::vector<Pending> pending;
     std::vector<bool> in_intervals(options.temporal ? keys.size() : 0);
-    if (options.temporal) {
+    if (options.temporal && options.kind == SnapshotKind::HighWaterMark) {
+        std::vector<PeakHistory::Run> runs;
+        extras.peak_history(runs, s.interval_peaks);
+        for (const PeakHistory::Run& r : runs) {
+            pending.push_back({r.location, r.first, r.end, r.amount});
+            in_intervals[r.location] = true;
+        }
+    } else if (options.temporal) {
         extras.for_each_interval([&](uint32_t loc, uint32_t born, uint32_t freed, Amount a) {
             pending.push_back({loc, born, freed, a});
             in_intervals[loc] = true;

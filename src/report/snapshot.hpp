@@ -27,8 +27,8 @@ enum class SnapshotKind {
 struct SnapshotOptions {
     SnapshotKind kind = SnapshotKind::HighWaterMark;
     uint64_t temporary_threshold = 1;
-    // --temporal: also fill Snapshot::intervals (allocations by the memory-sample interval in
-    // which they were made and the one in which they were freed).
+    // --temporal: also fill Snapshot::intervals (see IntervalAmount) and, for HighWaterMark,
+    // Snapshot::interval_peaks.
     bool temporal = false;
     // At most this many memory points (and temporal intervals); more are merged evenly.
     size_t max_memory_records = 10000;
@@ -58,10 +58,15 @@ struct MemoryPoint {
     uint64_t heap = 0;     // tracked heap at that time, bytes
 };
 
-// --temporal: allocations of one location made in interval `allocated_in` and freed in
-// `freed_in` (k_never when still alive at the end). Interval i runs from memory[i].time_us to
-// memory[i+1].time_us. A window [a, b] shows the allocations with a <= allocated_in <= b and
-// freed_in > b.
+// --temporal, per location. Interval i runs from memory[i].time_us to memory[i+1].time_us (the
+// first also holds what came before memory[0], the last what came after its sample). A window
+// is the intervals [a, b]; what the entries mean depends on the view:
+//  - Leaks: the allocations made in interval `allocated_in` and freed in `freed_in` (k_never:
+//    alive at the end). The window shows those with a <= allocated_in <= b and freed_in > b.
+//  - HighWaterMark: the location's share of the heap at the highest moment of each interval
+//    (Snapshot::interval_peaks; the latest such moment on ties) is `bytes`/`count` for the
+//    intervals allocated_in <= h < freed_in. The window shows that share at its highest
+//    interval h (the latest on ties), as memray's temporal flame graph does.
 struct IntervalAmount {
     static constexpr uint32_t k_never = ~uint32_t(0);
     uint32_t location = 0;  // index into Snapshot::locations
@@ -71,6 +76,16 @@ struct IntervalAmount {
     uint64_t bytes = 0;
 };
 
+// Coarsening of HighWaterMark intervals: groups of 2^`shift` consecutive intervals become one,
+// whose peak is the group's highest (the latest on ties) and whose shares are that interval's.
+// Returns the chosen fine interval of each group; `merged` gets the groups' peaks.
+std::vector<uint32_t> choose_peaks(const std::vector<uint64_t>& peaks, unsigned shift,
+                                   std::vector<uint64_t>& merged);
+// A high-water-mark run [allocated_in, freed_in) over fine intervals, in groups: the groups
+// whose chosen interval it covers. False when it covers none.
+bool coarsen_peak_run(const std::vector<uint32_t>& chosen, uint32_t& allocated_in,
+                      uint32_t& freed_in);
+
 struct Snapshot {
     SnapshotKind kind = SnapshotKind::HighWaterMark;
     // Every location with a nonzero amount in this view; with `temporal`, every location that
@@ -79,6 +94,9 @@ struct Snapshot {
     std::vector<SnapshotThread> threads;
     std::vector<MemoryPoint> memory;
     std::vector<IntervalAmount> intervals;  // only with SnapshotOptions::temporal
+    // With temporal and HighWaterMark: the heap's highest value in each interval (one per
+    // memory point).
+    std::vector<uint64_t> interval_peaks;
 
     // Capture-wide numbers for the stats panel.
     uint64_t total_allocations = 0;

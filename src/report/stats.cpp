@@ -272,12 +272,27 @@ Stats compute_stats(const format::Reader& reader, AllocationTracker& tracker,
     std::vector<ModuleTotal> modules;
     std::unordered_map<std::string, size_t> module_ids;
     ModuleIndex module_index(reader, resolver);
+    std::vector<Frame> frames;
     for (uint32_t id = 0; id < tracker.node_count(); ++id) {
         Amount n = tracker.total(id);
         if (n.count == 0) continue;
-        Frame top;
-        std::string location = resolver.top_frame(id, top)
-                                   ? fmt::format("{}:{}:{}", top.function, top.file, top.line)
+        // The innermost Python frame, as memray names a location even in native mode (not the
+        // allocator's C frames); the innermost frame of a stack without Python frames.
+        const Frame* top = nullptr;
+        Frame first;
+        if (resolver.has_native()) {
+            frames = resolver.stack(id);
+            for (const Frame& f : frames) {
+                if (!f.native) {
+                    top = &f;
+                    break;
+                }
+            }
+            if (!top && !frames.empty()) top = &frames.front();
+        } else if (resolver.top_frame(id, first)) {
+            top = &first;
+        }
+        std::string location = top ? fmt::format("{}:{}:{}", top->function, top->file, top->line)
                                    : std::string(k_unknown_location);
         auto [it, fresh] = location_ids.emplace(location, location_names.size());
         if (fresh) {
@@ -315,7 +330,17 @@ Stats compute_stats(const format::Reader& reader, AllocationTracker& tracker,
     md.peak_memory = tracker.peak();
     md.command_line = h.command_line;
     md.pid = h.pid;
-    md.main_thread_id = reader.threads().size() > 1 ? reader.threads()[1].tid : 0;
+    // memray's main_thread_id is its own number of the thread that started tracking, the
+    // numbering of its csv `tid` column and of thread labels (0x1): ours is the capture's
+    // thread number, of the main thread (the one whose OS thread id is the pid). 0 when the
+    // main thread never allocated.
+    md.main_thread_id = 0;
+    for (size_t t = 1; t < reader.threads().size(); ++t) {
+        if (reader.threads()[t].tid == h.pid) {
+            md.main_thread_id = t;
+            break;
+        }
+    }
     // The capture does not record which allocator CPython was configured with.
     md.python_allocator = "unknown";
     md.has_native_traces = (h.flags & format::k_flag_native) != 0;

@@ -89,43 +89,69 @@ std::string rule(const std::vector<size_t>& widths, const char* left, const char
 
 }  // namespace
 
-Summary compute_summary(const AllocationTracker& tracker, const StackResolver& resolver,
-                        SummaryView which) {
+namespace {
+
+// `amounts[node]`: what the view holds per stack node.
+Summary summarize(const std::vector<Amount>& amounts, const StackResolver& resolver) {
     Summary s;
     std::unordered_map<std::string, size_t> index;  // "function\0file" -> row
-    auto row_for = [&](const std::string& function, const std::string& file) -> SummaryRow& {
+    auto row_for = [&](const std::string& function, const std::string& file) -> size_t {
         std::string key = function;
         key += '\0';
         key += file;
         auto [it, fresh] = index.emplace(std::move(key), s.rows.size());
         if (fresh) s.rows.push_back({function, file, 0, 0, 0});
-        return s.rows[it->second];
+        return it->second;
     };
-    for (uint32_t id = 0; id < tracker.node_count(); ++id) {
-        Amount a = which == SummaryView::Peak ? tracker.at_peak(id) : tracker.at_end(id);
+    // Row indexes, not pointers: row_for may grow s.rows and move them.
+    std::vector<size_t> seen;
+    for (uint32_t id = 0; id < amounts.size(); ++id) {
+        Amount a = amounts[id];
         if (a.count == 0 && a.bytes == 0) continue;
         s.snapshot_bytes += a.bytes;
         s.snapshot_count += a.count;
         std::vector<Frame> frames = resolver.stack(id);
         if (frames.empty()) {
-            SummaryRow& r = row_for("???", "???");
+            SummaryRow& r = s.rows[row_for("???", "???")];
             r.total_memory += a.bytes;
             r.own_memory += a.bytes;
             r.n_allocations += a.count;
             continue;
         }
-        // A recursive function counts once per stack.
-        std::vector<SummaryRow*> seen;
+        // A location counts once per stack, however often the stack passes through it
+        // (recursion), as memray counts it.
+        seen.clear();
         for (size_t i = 0; i < frames.size(); ++i) {
-            SummaryRow& r = row_for(frames[i].function, frames[i].file);
-            if (std::find(seen.begin(), seen.end(), &r) != seen.end()) continue;
-            seen.push_back(&r);
+            size_t row = row_for(frames[i].function, frames[i].file);
+            if (std::find(seen.begin(), seen.end(), row) != seen.end()) continue;
+            seen.push_back(row);
+            SummaryRow& r = s.rows[row];
             if (i == 0) r.own_memory += a.bytes;
             r.total_memory += a.bytes;
             r.n_allocations += a.count;
         }
     }
     return s;
+}
+
+}  // namespace
+
+Summary compute_summary(const AllocationTracker& tracker, const StackResolver& resolver,
+                        SummaryView which) {
+    std::vector<Amount> amounts(tracker.node_count());
+    for (uint32_t id = 0; id < amounts.size(); ++id)
+        amounts[id] = which == SummaryView::Peak ? tracker.at_peak(id) : tracker.at_end(id);
+    return summarize(amounts, resolver);
+}
+
+Summary compute_summary(const Snapshot& snapshot, const StackResolver& resolver) {
+    std::vector<Amount> amounts;
+    for (const LocationAmount& l : snapshot.locations) {
+        if (l.node >= amounts.size()) amounts.resize(size_t(l.node) + 1);
+        amounts[l.node].count += l.count;
+        amounts[l.node].bytes += l.bytes;
+    }
+    return summarize(amounts, resolver);
 }
 
 std::string render_summary(const Summary& s, int sort_column, size_t max_rows,

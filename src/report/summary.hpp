@@ -1,5 +1,6 @@
-// `memray summary`: per (function, file) totals of the allocations alive at the high-water mark,
-// with own memory (allocated in the function itself) and total memory (in it or its callees).
+// `memray summary`: per (function, file) totals of the allocations alive at the high-water mark
+// (or of the temporary allocations), with own memory (allocated in the function itself) and
+// total memory (in it or its callees).
 #pragma once
 
 #include <cstdint>
@@ -7,6 +8,7 @@
 #include <vector>
 
 #include "report/allocation_tracker.hpp"
+#include "report/snapshot.hpp"
 #include "report/stack_resolver.hpp"
 
 namespace memray::report {
@@ -21,7 +23,7 @@ struct SummaryRow {
 
 struct Summary {
     std::vector<SummaryRow> rows;  // in first-seen order (stack order)
-    uint64_t snapshot_bytes = 0;   // bytes alive in the snapshot (the peak)
+    uint64_t snapshot_bytes = 0;   // bytes in the snapshot (alive at the peak, or temporary)
     uint64_t snapshot_count = 0;
 };
 
@@ -29,6 +31,9 @@ enum class SummaryView { Peak, Leaks };
 
 Summary compute_summary(const AllocationTracker& tracker, const StackResolver& resolver,
                         SummaryView which = SummaryView::Peak);
+// The same from a view read by build_snapshot (threads and allocators merged), e.g. temporary
+// allocations.
+Summary compute_summary(const Snapshot& snapshot, const StackResolver& resolver);
 
 struct TableStyle {
     bool color = false;

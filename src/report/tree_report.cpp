@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "report/allocation_tracker.hpp"
+#include "report/frame_rule.hpp"
 #include "report/size_format.hpp"
 
 namespace memray::report {
@@ -137,6 +138,9 @@ std::string render_tree(const Snapshot& s, const StackResolver& resolver, const 
         nodes[0].bytes += amount.bytes;
         nodes[0].count += amount.count;
         for (auto f = frames.rbegin(); f != frames.rend(); ++f) {
+            // CPython's internals, hidden as the flame graph hides them by default: their
+            // memory counts for the nearest visible caller.
+            if (frame_flags(*f) & k_frame_irrelevant) continue;
             auto [it, fresh] =
                 child_of.emplace(std::make_tuple(at, f->function, f->file, f->line), nodes.size());
             if (fresh) {

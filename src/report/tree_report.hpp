@@ -8,7 +8,8 @@
 // Only the `biggest` locations (stacks, threads and allocators merged) by size are shown;
 // siblings with the same frame merge, children are sorted by size. A chain of more than a few
 // single-child frames with the same size prints its first and last frames around one
-// "⋮ N frames" line.
+// "⋮ N frames" line. CPython's internal frames (frame_rule.hpp) are left out, as the flame graph
+// leaves them out by default; their memory counts for the nearest visible caller.
 #pragma once
 
 #include <cstddef>

@@ -20,6 +20,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # without it, stdout is compared)
 CASES = [
     ("python_views.summary.txt", "python_views.bin", ["summary"]),
+    ("python_views.summary-temporary.txt", "python_views.bin",
+     ["summary", "--temporary-allocations"]),
+    ("python_views.summary-temporary0.txt", "python_views.bin",
+     ["summary", "--temporary-allocation-threshold", "0"]),
     ("python_views.tree.txt", "python_views.bin", ["tree"]),
     ("python_views.tree-b2.txt", "python_views.bin", ["tree", "-b", "2"]),
     ("python_views.tree-temporary.txt", "python_views.bin", ["tree", "--temporary-allocations"]),

@@ -197,6 +197,7 @@ TEST_CASE("call tree: stacks as the resolver gives them, small nodes merged into
 TEST_CASE("temporal: intervals follow merged locations, coarsened when too many") {
     Capture c;
     report::Snapshot s = snapshot();
+    s.kind = report::SnapshotKind::Leaks;
     for (uint32_t i = 0; i < 64; ++i) s.memory.push_back({i * 10'000ull, 1u << 20, 0});
     // big: allocated in interval 3, freed in 5; hostile: in 3, never freed; every tiny stack:
     // in interval i % 64, freed in 63.
@@ -230,6 +231,36 @@ TEST_CASE("temporal: intervals follow merged locations, coarsened when too many"
         for (const auto& iv : small.intervals) sum2 += iv.bytes;
         CHECK(sum2 == sum);
     }
+}
+
+TEST_CASE("temporal high-water mark: a coarsened interval shows its highest part's shares") {
+    Capture c;
+    report::Snapshot s = snapshot();  // the high-water-mark view
+    for (uint32_t i = 0; i < 8; ++i) s.memory.push_back({i * 10'000ull, 1u << 20, 0});
+    s.interval_peaks = {1, 5, 3, 3, 2, 9, 9, 4};
+    const uint32_t never = report::IntervalAmount::k_never;
+    s.intervals.push_back({0, 0, never, 1, 100});  // big: in every interval's peak
+    s.intervals.push_back({2, 1, 2, 1, 50});       // hostile: interval 1's peak only
+    s.intervals.push_back({3, 5, 6, 1, 70});       // importlib: interval 5's only
+    s.intervals.push_back({4, 6, 7, 1, 80});       // tiny_0: interval 6's only
+    report::HtmlOptions o;
+    FlameTree t = report::build_flame_tree(s, *c.resolver, *c.reader, o);
+    CHECK(t.interval_group == 1);
+    CHECK(t.interval_peaks == s.interval_peaks);
+    CHECK(t.intervals.size() == 4);
+
+    // Pairs: peaks 5, 3 (the latest of 3, 3), 9 (5 of 5, 6), 9 (6). Then fours: 5, 9 from
+    // interval 6, the latest of the two 9s: importlib's share (interval 5 only) is not shown.
+    o.max_interval_entries = 3;
+    FlameTree small = report::build_flame_tree(s, *c.resolver, *c.reader, o);
+    CHECK(small.interval_group == 4);
+    CHECK(small.interval_peaks == std::vector<uint64_t>{5, 9});
+    std::map<std::string, std::pair<uint32_t, uint32_t>> runs;
+    for (const auto& iv : small.intervals)
+        runs[path_of(small, small.locs[iv.loc].node).back()] = {iv.allocated_in, iv.freed_in};
+    std::map<std::string, std::pair<uint32_t, uint32_t>> expected = {
+        {"big", {0, never}}, {k_hostile, {0, 1}}, {"tiny_0", {1, 2}}};
+    CHECK(runs == expected);
 }
 
 TEST_CASE("the page: capture strings only as escaped JSON, assets inline") {

@@ -66,7 +66,7 @@ async function main() {
     const f = line.trim().split(/\s+/);
     if (f[0] === 'PHASE') phases[f[1]] = { time: Number(f[2]), bytes: Number(f[3]) };
   }
-  check(Object.keys(phases).length === 8, 'target printed its 8 phases');
+  check(Object.keys(phases).length === 9, 'target printed its 9 phases');
   const statsPath = path.join(work, 'stats.json');
   run([memray, 'stats', '--json', '-o', statsPath, '-f', capture]);
   const peak = JSON.parse(fs.readFileSync(statsPath, 'utf8')).metadata.peak_memory;
@@ -86,15 +86,45 @@ async function main() {
   const temporal = path.join(work, 'temporal.html');
   p = run([memray, 'flamegraph', '--temporal', '-o', temporal, capture]);
   check(p.status === 0, 'flamegraph --temporal');
+  const temporalLeaks = path.join(work, 'temporal-leaks.html');
+  p = run([memray, 'flamegraph', '--temporal', '--leaks', '-o', temporalLeaks, capture]);
+  check(p.status === 0, 'flamegraph --temporal --leaks');
+  p = run([memray, 'flamegraph', '--temporal', '--temporary-allocations', '-o', path.join(work, 'x.html'), capture]);
+  check(p.status === 2 && p.stderr.includes("Can't create a temporal flame graph of temporary allocations"),
+    'flamegraph --temporal --temporary-allocations refused as memray does');
   const table = path.join(work, 'memray-table-web_target.html');
   p = run([memray, 'table', capture]);
   equal(p.stdout.trim(), 'Wrote ' + table, 'table prints Wrote <default name>');
+
+  // ---- options memray documents ------------------------------------------------------------
+  const kindOf = (file) => JSON.parse(fs.readFileSync(file, 'utf8').match(/id="memray-data">([^]*?)<\/script>/)[1]).kind;
+  for (const reporter of ['flamegraph', 'table']) {
+    const out = path.join(work, reporter + '-t0.html');
+    p = run([memray, reporter, '--temporary-allocation-threshold', '0', '-o', out, capture]);
+    check(p.status === 0 && kindOf(out) === 'temporary', reporter + ' --temporary-allocation-threshold 0: temporary allocations');
+  }
+  p = run([memray, 'table', '--no-web', '-f', capture]);
+  check(p.status === 0 && fs.existsSync(table), 'table --no-web (assets are inline anyway)');
+  // The page never holds source lines, so every --confidential-files value gives the same data.
+  const confidential = {};
+  for (const v of ['all', 'none', 'default']) {
+    const out = path.join(work, 'confidential-' + v + '.html');
+    p = run([memray, 'flamegraph', '--confidential-files', v, '-o', out, capture]);
+    check(p.status === 0, 'flamegraph --confidential-files ' + v);
+    confidential[v] = fs.readFileSync(out, 'utf8').match(/id="memray-data">([^]*?)<\/script>/)[1];
+  }
+  check(confidential.all === confidential.none && confidential.none === confidential.default,
+    '--confidential-files all, none and default give the same page data');
+  check(!confidential.none.includes('keep.append(bytearray'), 'no source line in the page, even with none');
+  p = run([memray, 'flamegraph', '--confidential-files', 'some', '-o', path.join(work, 'x.html'), capture]);
+  check(p.status !== 0 && p.stderr.includes('confidential'), '--confidential-files some is refused');
 
   // ---- the browser -------------------------------------------------------------------------
   const browser = await chromium.launch({ executablePath: chromiumPath, args: ['--no-sandbox'] });
   try {
     await flamegraphChecks(browser, fg, phases, peak);
     await temporalChecks(browser, temporal, phases);
+    await temporalLeaksChecks(browser, temporalLeaks, phases);
     await tableChecks(browser, table, phases);
   } finally {
     await browser.close();
@@ -259,38 +289,93 @@ async function flamegraphChecks(browser, file, phases, peak) {
   await page.close();
 }
 
+// The window [a, b] (seconds since the start) typed into the page; the tooltip bytes of the
+// phases' functions then.
+async function windowedAmounts(page, a, b) {
+  // Both values first, then one change event (as after typing in the second field).
+  await page.evaluate(([x, y]) => {
+    document.getElementById('window-start').value = x;
+    document.getElementById('window-end').value = y;
+    document.getElementById('window-end').dispatchEvent(new Event('change'));
+  }, [a, b]);
+  // The window snaps to the memory sample at or before each end (10 ms apart).
+  const shown = Number(await page.inputValue('#window-end'));
+  const snapped = await page.evaluate((y) => {
+    const t = window.memrayReport.data.memory[0].map((v) => v / 1e6).filter((v) => v <= y);
+    return t.length ? t[t.length - 1] : window.memrayReport.data.memory[0][0] / 1e6;
+  }, Number(b));
+  check(Math.abs(shown - snapped) < 0.0015, 'window end ' + b + ' shown as the sample before it, ' + shown);
+  await page.waitForTimeout(100);
+  const out = {};
+  for (const fn of ['first_phase', 'second_phase', 'third_phase', 'worker_allocation', HOSTILE]) {
+    const info = await frameInfo(page, fn);
+    out[fn] = info ? info.bytes : 0;
+  }
+  return out;
+}
+
 async function temporalChecks(browser, file, phases) {
+  // --temporal: what was alive at the highest heap inside the window (memray's view).
   const { page, errors } = await open(browser, file);
   const startMs = await page.evaluate(() => window.memrayReport.data.meta.start_ms);
   const rel = (ph, d) => (phases[ph].time - startMs / 1000 + d).toFixed(3);
-  async function windowed(a, b) {
-    // Both values first, then one change event (as after typing in the second field).
-    await page.evaluate(([x, y]) => {
-      document.getElementById('window-start').value = x;
-      document.getElementById('window-end').value = y;
-      document.getElementById('window-end').dispatchEvent(new Event('change'));
-    }, [a, b]);
-    // The window snaps to the memory sample at or before each end (10 ms apart).
-    const shown = Number(await page.inputValue('#window-end'));
-    const snapped = await page.evaluate((y) => {
-      const t = window.memrayReport.data.memory[0].map((v) => v / 1e6).filter((v) => v <= y);
-      return t.length ? t[t.length - 1] : window.memrayReport.data.memory[0][0] / 1e6;
-    }, Number(b));
-    check(Math.abs(shown - snapped) < 0.0015, 'window end ' + b + ' shown as the sample before it, ' + shown);
-    await page.waitForTimeout(100);
-    const out = {};
-    for (const fn of ['first_phase', 'second_phase', 'third_phase', 'worker_allocation', HOSTILE]) {
-      const info = await frameInfo(page, fn);
-      out[fn] = info ? info.bytes : 0;
-    }
-    return out;
-  }
+  const windowed = (a, b) => windowedAmounts(page, a, b);
+  // After the third phase's allocation ('third_alive' is printed right after it) and well
+  // before its free (0.4 s later), however late a loaded machine runs it.
+  const midThird = rel('third_alive', 0.05);
+  const stats = await page.textContent('#stats');
+  check(stats.includes('highest heap within the chosen window') && !stats.includes('(high-water mark)'),
+    'temporal stats panel names the window view: ' + stats.slice(stats.indexOf('Showing')));
+  let w = await windowed(rel('second', -0.05), rel('hostile', 0.1));
+  equal(w.first_phase, phases.first.bytes, 'window around the second phase: first_phase (made before, alive at its peak) shown');
+  equal(w.second_phase, phases.second.bytes, 'window around the second phase: second_phase');
+  equal(w.worker_allocation, phases.worker.bytes, 'window around the second phase: worker_allocation');
+  equal(w.third_phase, 0, 'window around the second phase: third_phase (allocated after) absent');
+  check((await page.textContent('#window-text')).includes('highest heap of the window'), 'window text names the highest heap');
+  w = await windowed(rel('third', -0.05), midThird);
+  equal(w.third_phase, phases.third.bytes, 'window of the third phase: third_phase');
+  equal(w.second_phase, phases.second.bytes, 'window of the third phase: second_phase (alive at its peak)');
+  w = await windowed(rel('third', -0.05), rel('third_freed', 0.2));
+  equal(w.third_phase, phases.third.bytes, 'window through the free: third_phase (alive at the peak)');
+  w = await windowed(rel('third_freed', 0.1), rel('end', 1));
+  equal(w.third_phase, 0, 'window after the free: third_phase absent');
+  equal(w.first_phase, phases.first.bytes, 'window after the free: first_phase');
+  w = await windowed('0', rel('end', 1));
+  equal(w.third_phase, phases.third.bytes, 'whole capture: third_phase (the high-water mark)');
+  equal(w.first_phase, phases.first.bytes, 'whole capture: first_phase');
+  // The whole window is the default flame graph's high-water mark.
+  const total = await page.evaluate(() => window.memrayReport.buildTree().value);
+  const peak = await page.evaluate(() => window.memrayReport.data.meta.peak_bytes);
+  equal(total, peak, 'whole capture: the tree holds the peak memory');
+  // The plot marks the latest stretch between two samples that held the peak (while the heap
+  // stays flat after the peak's last event, each stretch holds it).
+  const mark = await page.evaluate(() => {
+    const r = window.memrayReport;
+    const h = r.state.peak[0] === 0 ? 0 : r.data.memory[0].indexOf(r.state.peak[0]);
+    return { marked: r.state.peak, held: r.data.interval_peaks[h], peakUs: r.data.meta.peak_time_us };
+  });
+  // (events carry the time of the latest time record: a few ms of slack)
+  check(mark.held === peak && mark.marked[1] + 20000 >= mark.peakUs,
+    'the plot marks a stretch that held the peak, not before it: ' + JSON.stringify(mark));
+  check(errors.length === 0, 'no page errors: ' + JSON.stringify(errors));
+  await page.close();
+}
+
+async function temporalLeaksChecks(browser, file, phases) {
+  // --temporal --leaks: allocated in the window and still alive at its end.
+  const { page, errors } = await open(browser, file);
+  const startMs = await page.evaluate(() => window.memrayReport.data.meta.start_ms);
+  const rel = (ph, d) => (phases[ph].time - startMs / 1000 + d).toFixed(3);
+  const windowed = (a, b) => windowedAmounts(page, a, b);
+  // After the third phase's allocation ('third_alive' is printed right after it) and well
+  // before its free (0.4 s later), however late a loaded machine runs it.
+  const midThird = rel('third_alive', 0.05);
   let w = await windowed(rel('second', -0.05), rel('hostile', 0.1));
   equal(w.second_phase, phases.second.bytes, 'window around the second phase: second_phase');
   equal(w.worker_allocation, phases.worker.bytes, 'window around the second phase: worker_allocation');
   equal(w.first_phase, 0, 'window around the second phase: first_phase (allocated before) absent');
   equal(w.third_phase, 0, 'window around the second phase: third_phase (allocated after) absent');
-  w = await windowed(rel('third', -0.05), rel('third', 0.2));
+  w = await windowed(rel('third', -0.05), midThird);
   equal(w.third_phase, phases.third.bytes, 'window ending before the free: third_phase alive');
   equal(w.second_phase, 0, 'window of the third phase: second_phase absent');
   w = await windowed(rel('third', -0.05), rel('third_freed', 0.2));
@@ -304,7 +389,7 @@ async function temporalChecks(browser, file, phases) {
     const u = window.memrayReport.plot();
     const r = u.over.getBoundingClientRect();
     return { x0: r.left + u.valToPos(t[0], 'x'), x1: r.left + u.valToPos(t[1], 'x'), y: r.top + r.height / 2 };
-  }, [Number(rel('third', -0.05)), Number(rel('third', 0.2))]);
+  }, [Number(rel('third', -0.05)), Number(midThird)]);
   await page.mouse.move(box.x0, box.y);
   await page.mouse.down();
   await page.mouse.move((box.x0 + box.x1) / 2, box.y, { steps: 5 });

@@ -67,6 +67,11 @@ const kindText = {
   temporary: 'temporary allocations',
 };
 
+const temporalText = {
+  high_water_mark: 'allocations alive at the highest heap within the chosen window (its high-water mark)',
+  leaks: 'allocations made within the chosen window and not freed by its end',
+};
+
 // The stats panel: command line, pid, times, totals.
 export function statsPanel(data) {
   const m = data.meta;
@@ -81,7 +86,7 @@ export function statsPanel(data) {
     ['Stacks', m.native ? 'native (--native)' : 'Python'],
     ['Python allocators', m.python_allocators ? 'traced' : 'not traced (pymalloc not shown)'],
     ['Interpreter', m.python_version ? 'Python ' + m.python_version : m.executable],
-    ['Showing', kindText[data.kind] || data.kind],
+    ['Showing', (data.temporal ? temporalText[data.kind] : kindText[data.kind]) || data.kind],
   ];
   const dl = el('dl', { class: 'stats', id: 'stats' });
   for (const [k, v] of rows) {

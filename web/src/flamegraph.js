@@ -39,6 +39,8 @@ const state = {
   search: '',
   // --temporal window as memory-sample indices (inclusive), the whole capture at first
   window: [0, Math.max(0, times.length - 1)],
+  // --temporal high-water mark: [from, to] (microseconds) in which the window's peak was reached
+  peak: null,
 };
 
 // ---- amounts per location ------------------------------------------------------------------
@@ -56,6 +58,14 @@ function sampleAt(t) {
   return lo;
 }
 
+// The (grouped) interval of [a, b] with the highest heap, the latest on ties.
+function peakInterval(a, b) {
+  const peaks = data.interval_peaks || [];
+  let h = Math.min(a, Math.max(0, peaks.length - 1));
+  for (let i = h; i <= b && i < peaks.length; i++) if (peaks[i] >= peaks[h]) h = i;
+  return h;
+}
+
 function locationAmounts() {
   const bytes = new Float64Array(nLocs);
   const count = new Float64Array(nLocs);
@@ -66,11 +76,24 @@ function locationAmounts() {
     }
     return { bytes, count };
   }
-  // Allocated in the window and not freed before its end.
   const g = data.interval_group || 1;
   const a = Math.floor(state.window[0] / g);
   const b = Math.floor(state.window[1] / g);
   const iv = data.intervals;
+  if (data.kind === 'high_water_mark') {
+    // What was alive at the window's highest heap: the shares of its highest interval (the
+    // latest on ties, as the whole capture's high-water mark), runs [first, end).
+    const h = peakInterval(a, b);
+    for (let k = 0; k < iv.length; k += 5) {
+      const end = iv[k + 2];
+      if (iv[k + 1] <= h && (end < 0 || end > h)) {
+        bytes[iv[k]] += iv[k + 3];
+        count[iv[k]] += iv[k + 4];
+      }
+    }
+    return { bytes, count };
+  }
+  // --leaks: allocated in the window and not freed before its end.
   for (let k = 0; k < iv.length; k += 5) {
     const at = iv[k + 1];
     const freed = iv[k + 2];
@@ -403,8 +426,22 @@ function setWindow(a, b) {
   const tb = times.length ? times[b] / 1e6 : 0;
   startInput.value = ta.toFixed(3);
   endInput.value = tb.toFixed(3);
-  windowText.textContent = ' showing allocations made between ' + formatDuration(times[a] || 0) +
-    ' and ' + formatDuration(times[b] || 0) + ' and still alive at the end of it';
+  if (data.kind === 'high_water_mark') {
+    const g = data.interval_group || 1;
+    const h = peakInterval(Math.floor(a / g), Math.floor(b / g));
+    // The first interval also holds what came before the first sample, the last what came
+    // after its sample.
+    const from = h === 0 ? 0 : times[h * g];
+    const to = times[(h + 1) * g];
+    state.peak = [from, to === undefined ? Number(data.meta.duration_us) : to];
+    windowText.textContent = ' showing the allocations alive at the highest heap of the window, ' +
+      formatBytes((data.interval_peaks || [])[h] || 0) + ', held between ' + formatDuration(from) +
+      (to === undefined ? ' and the end' : ' and ' + formatDuration(to));
+    if (plot) plot.redraw(false);
+  } else {
+    windowText.textContent = ' showing allocations made between ' + formatDuration(times[a] || 0) +
+      ' and ' + formatDuration(times[b] || 0) + ' and still alive at the end of it';
+  }
   render();
 }
 
@@ -440,6 +477,16 @@ function drawPlot() {
       { label: 'Heap', stroke: '#e6550d', width: 1.5, value: (u, v) => (v == null ? '-' : formatBytes(v)) },
     ],
     hooks: data.temporal ? {
+      // The stretch in which the window's high-water mark was reached, as memray marks it.
+      draw: [(u) => {
+        if (!state.peak) return;
+        const x0 = Math.max(u.bbox.left, u.valToPos(state.peak[0] / 1e6, 'x', true));
+        const x1 = Math.min(u.bbox.left + u.bbox.width, u.valToPos(state.peak[1] / 1e6, 'x', true));
+        u.ctx.save();
+        u.ctx.fillStyle = 'rgba(251, 255, 0, 0.35)';
+        u.ctx.fillRect(x0, u.bbox.top, Math.max(2, x1 - x0), u.bbox.height);
+        u.ctx.restore();
+      }],
       setSelect: [(u) => {
         if (u.select.width <= 0) return;
         const t0 = u.posToVal(u.select.left, 'x') * 1e6;

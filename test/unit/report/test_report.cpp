@@ -17,6 +17,8 @@
 #include "report/stack_resolver.hpp"
 #include "report/stats.hpp"
 #include "report/summary.hpp"
+#include "report/snapshot.hpp"
+#include "report/tree_report.hpp"
 
 using namespace memray;
 using format::Allocator;
@@ -441,8 +443,58 @@ TEST_CASE("stats of a python capture: totals, allocators, locations, text and JS
     CHECK(json.find("\"metadata\": {\n    \"start_time\": \"2023-01-01 01:00:00+00:00\",\n"
                     "    \"end_time\": \"2023-01-01 01:00:00.003000+00:00\",\n"
                     "    \"total_allocations\": 15,\n") != std::string::npos);
-    CHECK(json.find("\"main_thread_id\": 1000,") != std::string::npos);
+    // The main thread (OS thread id = pid 321) never allocated: it has no number in the capture.
+    CHECK(json.find("\"main_thread_id\": 0,") != std::string::npos);
     CHECK(json.back() == '}');
+    std::remove(path.c_str());
+}
+
+TEST_CASE("native capture: stats names the innermost Python frame, tree hides CPython's frames") {
+    std::string path = temp_path("native-python.bin");
+    {
+        format::HeaderFields h = python_header();
+        h.flags = format::k_flag_native;
+        h.pid = 4242;
+        CaptureBuilder b(path, h);
+        b.thread_info(1, 4243, "worker");
+        b.thread_info(2, 4242, "MainThread");
+        b.objects_reset(1);
+        b.object(0x7f0000000000, "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0", {{0x1000, 0x2000}});
+        b.object(0x7e0000000000, "/site/ext.cpython-311-x86_64-linux-gnu.so", {{0x1000, 0x2000}});
+        b.code(1, "<module>", "<memray>", 1);
+        b.code(2, "main", "/src/app.py", 1);
+        b.code(3, "work", "/src/app.py", 10);
+        b.python_node(1, 0, 1);
+        b.python_node(2, 1, 2);
+        b.python_node(3, 2, 3);
+        // Without a symbolizer the Python frames sit outside the native ones:
+        // main -> work -> libpython (eval) -> ext -> libpython (the allocator).
+        b.native_node(4, 3, 0x7f0000001100);
+        b.native_node(5, 4, 0x7e0000001200);
+        b.native_node(6, 5, 0x7f0000001300);
+        b.time(1000);
+        b.thread(2);
+        b.alloc(Allocator::PymallocMalloc, 0x1000, 1000, 6);
+        b.alloc(Allocator::Malloc, 0x2000, 500, 3);
+        b.finish(2000);
+    }
+    Loaded l(path);
+    report::StackResolver res(l.reader);
+    report::Stats st = report::compute_stats(l.reader, l.tracker, res, 5);
+    REQUIRE(st.top_by_size.size() == 1);
+    CHECK(st.top_by_size[0].first == "work:/src/app.py:10");
+    CHECK(st.top_by_size[0].second == 1500);
+    CHECK(st.metadata.main_thread_id == 2);  // the capture's number of the thread whose id is the pid
+
+    format::Reader r(path);
+    report::Snapshot snap = report::build_snapshot(r, {});
+    report::StackResolver res2(r);
+    std::string tree = report::render_tree(snap, res2, {});
+    CAPTURE(tree);
+    CHECK(tree.find("libpython") == std::string::npos);
+    CHECK(tree.find("ext.cpython-311-x86_64-linux-gnu.so+0x1200") != std::string::npos);
+    // Hidden frames do not hide memory: the ext frame under work holds the 1000 bytes.
+    CHECK(tree.find("1.000kB (66.67 %) 1  ext.cpython") != std::string::npos);
     std::remove(path.c_str());
 }
 
@@ -476,6 +528,40 @@ TEST_CASE("summary of a python capture: own and total memory at the peak") {
     std::string wrapped = report::render_summary(s, 1, 10, narrow);
     CHECK(wrapped.find("7.344MB") != std::string::npos);
     CHECK(wrapped.find("100.00%") != std::string::npos);
+    std::remove(path.c_str());
+}
+
+TEST_CASE("summary: a function twice in one stack counts once (a -> b -> a)") {
+    // Before the fix the per-stack "seen" list held pointers into the rows, which moved when a
+    // new row was added, and `a` came out at 200 %.
+    std::string path = temp_path("recursive.bin");
+    {
+        CaptureBuilder b(path, python_header());
+        b.thread_info(1, 1000, "MainThread");
+        b.code(1, "a", "/src/rec.py", 1);
+        b.code(2, "b", "/src/rec.py", 10);
+        b.python_node(1, 0, 1);
+        b.python_node(2, 1, 2);
+        b.python_node(3, 2, 1);  // a -> b -> a
+        b.time(1000);
+        b.thread(1);
+        b.alloc(Allocator::Malloc, 0x1000, 1000, 3);
+        b.finish(2000);
+    }
+    Loaded l(path);
+    report::StackResolver res(l.reader);
+    report::Summary s = report::compute_summary(l.tracker, res);
+    REQUIRE(s.rows.size() == 2);
+    CHECK(s.snapshot_bytes == 1000);
+    for (const report::SummaryRow& r : s.rows) {
+        CAPTURE(r.function);
+        CHECK(r.total_memory == 1000);
+        CHECK(r.n_allocations == 1);
+        CHECK(r.own_memory == (r.function == "a" ? 1000 : 0));
+    }
+    std::string table = report::render_summary(s, 1, 10, {});
+    CHECK(table.find("200.00%") == std::string::npos);
+    CHECK(table.find("100.00%") != std::string::npos);
     std::remove(path.c_str());
 }
 

@@ -211,6 +211,52 @@ TEST_CASE("temporal: allocations by the memory-sample intervals they were made a
     std::remove(path.c_str());
 }
 
+TEST_CASE("temporal high-water mark: each interval's shares at its highest heap") {
+    std::string path = temp_path("temporal-hwm.bin");
+    {
+        CaptureBuilder b(path, header());
+        write_codes_and_nodes(b);
+        b.time(1000);
+        b.thread(1);
+        b.alloc(Allocator::Malloc, 0x100, 1000, 2);  // A, heap 1000 (interval 0)
+        b.sample(10000, 5000000);                    // the first sample starts no interval
+        b.time(11000);
+        b.alloc(Allocator::Malloc, 0x200, 5000, 3);  // B, heap 6000: interval 0's peak
+        b.dealloc(Allocator::Free, 0x200);           // heap 1000
+        b.sample(20000, 6000000);                    // interval 1 starts at 1000
+        b.time(21000);
+        b.alloc(Allocator::Malloc, 0x300, 2000, 3);  // C, heap 3000
+        b.dealloc(Allocator::Free, 0x100);           // A freed, heap 2000
+        b.alloc(Allocator::Malloc, 0x400, 3000, 2);  // D, heap 5000: interval 1's peak
+        b.dealloc(Allocator::Free, 0x400);           // heap 2000
+        b.sample(30000, 7000000);                    // interval 2 starts at 2000: its peak
+        b.time(31000);
+        b.dealloc(Allocator::Free, 0x300);           // heap 0
+        b.alloc(Allocator::Malloc, 0x500, 500, 2);   // E, heap 500, alive at the end
+        b.finish(40000);
+    }
+    report::SnapshotOptions o;
+    o.temporal = true;
+    report::Snapshot s = snapshot_of(path, o);
+    CHECK(s.kind == SnapshotKind::HighWaterMark);
+    REQUIRE(s.memory.size() == 3);
+    CHECK(s.interval_peaks == std::vector<uint64_t>{6000, 5000, 2000});
+    // (node, first, end) -> bytes
+    std::map<std::tuple<uint32_t, uint32_t, uint32_t>, uint64_t> got;
+    for (const auto& i : s.intervals) {
+        REQUIRE(i.location < s.locations.size());
+        got[{s.locations[i.location].node, i.allocated_in, i.freed_in}] += i.bytes;
+        CHECK(i.count == 1);
+    }
+    const uint32_t never = report::IntervalAmount::k_never;
+    std::map<std::tuple<uint32_t, uint32_t, uint32_t>, uint64_t> expected = {
+        {{2, 0, 1}, 1000}, {{2, 1, 2}, 3000}, {{3, 0, 1}, 5000}, {{3, 1, never}, 2000}};
+    CHECK(got == expected);
+    // The whole capture's high-water mark is interval 0's: the default view's amounts.
+    CHECK(s.peak_bytes == 6000);
+    std::remove(path.c_str());
+}
+
 TEST_CASE("memory points are merged evenly down to max_memory_records, keeping the highest") {
     std::string path = temp_path("downsample.bin");
     {
@@ -227,6 +273,7 @@ TEST_CASE("memory points are merged evenly down to max_memory_records, keeping t
     }
     report::SnapshotOptions o;
     o.temporal = true;
+    o.kind = SnapshotKind::Leaks;
     o.max_memory_records = 10;
     report::Snapshot s = snapshot_of(path, o);
     // 100 samples at most 10 to a point: groups of 16 (powers of two), 7 points.
@@ -243,6 +290,16 @@ TEST_CASE("memory points are merged evenly down to max_memory_records, keeping t
     CHECK(s.intervals[0].allocated_in == 0);
     CHECK(s.intervals[0].freed_in == 3);
     CHECK(s.intervals[0].bytes == 777);
+
+    // The high-water-mark view merges its intervals the same way: the block is part of the
+    // highest heap of points 0 to 3 (the free comes after sample 49, in point 3).
+    o.kind = SnapshotKind::HighWaterMark;
+    report::Snapshot h = snapshot_of(path, o);
+    CHECK(h.interval_peaks == std::vector<uint64_t>{777, 777, 777, 777, 0, 0, 0});
+    REQUIRE(h.intervals.size() == 1);
+    CHECK(h.intervals[0].allocated_in == 0);
+    CHECK(h.intervals[0].freed_in == 4);
+    CHECK(h.intervals[0].bytes == 777);
     std::remove(path.c_str());
 }
 
@@ -259,7 +316,65 @@ struct Model {
         uint32_t node;
     };
     std::vector<Ev> events;
+    std::vector<size_t> samples;  // events before each memory sample
     uint64_t threshold = 3;
+
+    // Live amounts after each of `positions` (ascending numbers of events).
+    std::vector<Amounts> live_at(const std::vector<size_t>& positions) const {
+        std::unordered_map<uint64_t, std::pair<Key, uint64_t>> live;
+        std::vector<Amounts> out;
+        size_t i = 0;
+        for (size_t n : positions) {
+            for (; i < n; ++i) {
+                const Ev& e = events[i];
+                if (e.alloc) live[e.address] = {Key{e.node, e.thread, e.kind}, e.size};
+                else live.erase(e.address);
+            }
+            Amounts a;
+            for (const auto& [addr, v] : live) {
+                a[v.first].first += 1;
+                a[v.first].second += v.second;
+            }
+            out.push_back(std::move(a));
+        }
+        return out;
+    }
+    // The heap after each number of events (0 to all).
+    std::vector<uint64_t> heaps() const {
+        std::unordered_map<uint64_t, uint64_t> live;
+        std::vector<uint64_t> out(1, 0);
+        uint64_t heap = 0;
+        for (const Ev& e : events) {
+            auto it = live.find(e.address);
+            if (it != live.end()) {
+                heap -= it->second;
+                live.erase(it);
+            }
+            if (e.alloc) {
+                live[e.address] = e.size;
+                heap += e.size;
+            }
+            out.push_back(heap);
+        }
+        return out;
+    }
+    // Temporal high-water mark with 2^shift samples per interval: where each interval's
+    // highest heap is (the latest on ties; an interval runs from the state its first sample
+    // saw, or the start, to the state the next interval's first sample sees, or the end).
+    std::vector<size_t> interval_peaks(unsigned shift, size_t n_intervals) const {
+        std::vector<uint64_t> h = heaps();
+        std::vector<size_t> at;
+        for (size_t p = 0; p < n_intervals; ++p) {
+            size_t from = p == 0 ? 0 : samples[p << shift];
+            size_t to = ((p + 1) << shift) < samples.size() ? samples[(p + 1) << shift]
+                                                            : events.size();
+            size_t best = from;
+            for (size_t i = from; i <= to; ++i)
+                if (h[i] >= h[best]) best = i;
+            at.push_back(best);
+        }
+        return at;
+    }
 
     Amounts live_after(size_t n) const {
         std::unordered_map<uint64_t, std::pair<Key, uint64_t>> live;
@@ -342,7 +457,10 @@ TEST_CASE("views match an independent model on a random capture, on one and two 
         for (uint64_t i = 0; i < 600000; ++i) {
             x ^= x << 13, x ^= x >> 7, x ^= x << 17;
             if (i % 777 == 0) b.time(i);
-            if (i % 5000 == 0) b.sample(i, i * 10);
+            if (i % 5000 == 0) {
+                b.sample(i, i * 10);
+                m.samples.push_back(m.events.size());
+            }
             if (i % 61 == 0) {
                 thread = uint32_t(x % 3) + 1;
                 b.thread(thread);
@@ -397,6 +515,44 @@ TEST_CASE("views match an independent model on a random capture, on one and two 
         }
         CHECK(never == leaks);
         CHECK(t.memory.size() == 120);
+
+        // Temporal high-water mark: at every interval, the runs that cover it hold what was
+        // alive at its highest heap; with all the samples, and merged (7 points: 32 samples
+        // each, with merges on the way).
+        o.kind = SnapshotKind::HighWaterMark;
+        for (size_t max_points : {size_t(10000), size_t(7)}) {
+            CAPTURE(max_points);
+            o.max_memory_records = max_points;
+            report::Snapshot p = snapshot_of(path, o);
+            unsigned shift = max_points == 7 ? 5 : 0;
+            REQUIRE(p.memory.size() == (119u >> shift) + 1);
+            REQUIRE(p.interval_peaks.size() == p.memory.size());
+            std::vector<size_t> at = m.interval_peaks(shift, p.memory.size());
+            std::vector<Amounts> expected = m.live_at(at);
+            std::vector<uint64_t> h = m.heaps();
+            std::vector<Amounts> shown(p.memory.size());
+            for (const auto& i : p.intervals) {
+                const auto& l = p.locations[i.location];
+                uint32_t end = i.freed_in == report::IntervalAmount::k_never
+                                   ? uint32_t(p.memory.size())
+                                   : i.freed_in;
+                for (uint32_t k = i.allocated_in; k < end; ++k) {
+                    shown[k][{l.node, l.thread, l.allocator}].first += i.count;
+                    shown[k][{l.node, l.thread, l.allocator}].second += i.bytes;
+                }
+            }
+            for (size_t k = 0; k < shown.size(); ++k) {
+                CAPTURE(k);
+                CHECK(p.interval_peaks[k] == h[at[k]]);
+                CHECK(shown[k] == expected[k]);
+            }
+            // The whole capture's high-water mark is the highest interval's (latest on ties).
+            size_t top = 0;
+            for (size_t k = 0; k < shown.size(); ++k)
+                if (p.interval_peaks[k] >= p.interval_peaks[top]) top = k;
+            CHECK(shown[top] == hwm);
+        }
+        o.max_memory_records = 10000;
     }
     std::remove(path.c_str());
 }

@@ -73,6 +73,7 @@ def main():
     time.sleep(0.4)
     phase("third", 20_000_000)
     temp = third_phase()
+    phase("third_alive", 0)  # a loaded machine may run it late: the window ends on this
     time.sleep(0.4)
     del temp
     phase("third_freed", 0)
