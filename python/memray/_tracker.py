@@ -112,14 +112,13 @@ class Tracker:
         if not is_devnull:
             parent = os.path.dirname(path)
             if os.path.lexists(path) and not destination.overwrite:
-                raise FileExistsError(errno.EEXIST, "Could not create output file %s: File exists"
-                                      % path, path)
+                raise FileExistsError(errno.EEXIST, "Could not create output file: File exists", path)
             if not os.path.isdir(parent):
-                raise FileNotFoundError(errno.ENOENT, "Could not create output file %s: no such "
-                                        "directory" % path, path)
+                raise FileNotFoundError(errno.ENOENT, "Could not create output file: no such directory",
+                                        path)
             if not os.access(parent, os.W_OK | os.X_OK):
-                raise PermissionError(errno.EACCES, "Could not create output file %s: directory "
-                                      "not writable" % path, path)
+                raise PermissionError(errno.EACCES, "Could not create output file: directory not "
+                                      "writable", path)
 
         self._path = path
         self._force = bool(destination.overwrite or is_devnull)

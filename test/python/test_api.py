@@ -57,8 +57,8 @@ def alloc_in_thread():
     kept.append(bytearray(THREAD_KEPT))
 
 
-def tracked_block(path):
-    with memray.Tracker(path):
+def tracked_block(path, native=False):
+    with memray.Tracker(path, native_traces=native):
         lines["call_temporary"] = here() + 1
         alloc_temporary()
         lines["call_leaked"] = here() + 1
@@ -247,6 +247,30 @@ class KnownAllocations(unittest.TestCase):
         first = next(it)
         self.assertIsInstance(first, memray.AllocationRecord)
         it.close()
+
+
+class NativeTraces(unittest.TestCase):
+    def test_hybrid_stacks(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "native.bin")
+            tracked_block(path, native=True)
+            with memray.FileReader(path) as r:
+                self.assertTrue(r.metadata.has_native_traces)
+                records = list(r.get_high_watermark_allocation_records())
+                (leaked,) = [x for x in records if x.size == LEAKED + 1]
+                python = leaked.stack_trace()
+                self.assertEqual(python, [
+                    ("alloc_leaked", THIS_FILE, lines["leaked"]),
+                    ("tracked_block", THIS_FILE, lines["call_leaked"]),
+                ])
+                native = leaked.native_stack_trace()
+                self.assertGreater(len(native), 2)
+                self.assertEqual(len(leaked.native_stack_trace(max_stacks=2)), 2)
+                hybrid = leaked.hybrid_stack_trace()
+                # Python frames in order, native frames inside them, nothing outside the with.
+                self.assertEqual([f for f in hybrid if f in python], python)
+                self.assertEqual(hybrid[-1], python[-1])
+                self.assertGreater(len(hybrid), len(python))
 
 
 class ReaderErrors(unittest.TestCase):
