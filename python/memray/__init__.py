@@ -14,6 +14,7 @@ from ._config import VERSION as __version__
 from ._destination import Destination, FileDestination, SocketDestination
 from ._enums import AllocatorType, FileFormat, PymallocDomain, SymbolicSupport
 from ._errors import MemrayCommandError, MemrayError
+from ._ipython import load_ipython_extension
 from ._metadata import Metadata
 from ._reader import (
     AllocationRecord,
@@ -55,6 +56,7 @@ __all__ = [
     "compute_statistics",
     "dump_all_records",
     "get_symbolic_support",
+    "load_ipython_extension",
     "set_log_level",
     "size_fmt",
 ]
