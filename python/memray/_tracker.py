@@ -40,15 +40,18 @@ def set_log_level(level):
 # outside them (as they do for the `memray run` bootstrap).
 #
 # Frames above the `with` statement are hidden by the readers through a marker: right after
-# tracking starts, __enter__ calls _memray_tracker_root, which allocates once. That allocation's
-# stack is [marker, __enter__, with-frame, callers...]; the readers hide the callers from the
-# stacks that end with them (docs/python-api.md, "Frames above the with").
+# tracking starts, __enter__ calls _memray_tracker_root, which makes one zero-byte allocation
+# (in the extension, so that it never moves the heap). That allocation's stack is
+# [marker, __enter__, with-frame, callers...]; the readers hide the callers from the stacks that
+# end with them (docs/python-api.md, "Frames above the with").
 #
 # Threads started while tracking run through _memray_named_bootstrap, which names them in the
-# capture; its frame (and threading's Thread._bootstrap outside it) is not shown.
+# capture; its frame (and threading's Thread._bootstrap outside it) is not shown. call_tracked and
+# await_tracked run a function inside a Tracker without showing their own frame (the pytest
+# plugin's test wrapper).
 _HELPERS = """
-def _memray_tracker_root(size):
-    return len(bytearray(size))
+def _memray_tracker_root(mark):
+    mark()
 
 
 def _memray_named_bootstrap(original, name_thread):
@@ -56,12 +59,23 @@ def _memray_named_bootstrap(original, name_thread):
         name_thread(thread.name)
         return original(thread)
     return _bootstrap_inner
+
+
+def call_tracked(tracker, function, args, kwargs):
+    with tracker:
+        return function(*args, **kwargs)
+
+
+async def await_tracked(tracker, function, args, kwargs):
+    with tracker:
+        return await function(*args, **kwargs)
 """
-_ROOT_MARKER_SIZE = 4093
 _helpers = {}
 exec(compile(_HELPERS, "<memray>", "exec"), _helpers)
 _root_marker = _helpers["_memray_tracker_root"]
 _named_bootstrap = _helpers["_memray_named_bootstrap"]
+call_tracked = _helpers["call_tracked"]
+await_tracked = _helpers["await_tracked"]
 
 
 def _not_yet(what, issue):
@@ -141,8 +155,8 @@ class Tracker:
                                    force=self._force, log_level=_log_level)
             _active = self
             self._name_threads()
-            # Must be called from here, directly: see _ROOT_MARKER_SIZE.
-            _root_marker(_ROOT_MARKER_SIZE)
+            # Must be called from here, directly: see _HELPERS.
+            _root_marker(_memray.tracking_mark_root)
         return self
 
     def __exit__(self, exc_type, exc_value, traceback):

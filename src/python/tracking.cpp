@@ -7,6 +7,7 @@
 #include <link.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -156,6 +157,18 @@ PyObject* tracking_active(PyObject*, PyObject*) {
     return PyBool_FromLong(g_loaded && g_api.active());
 }
 
+// Stored to, so that the compiler keeps the marker's malloc/free pair.
+void* volatile g_marker_block = nullptr;
+
+// The Tracker's root marker (python/capture.hpp): one zero-byte allocation made through this
+// module's patched GOT, so its stack is the calling Python frames, and it never moves the heap.
+PyObject* tracking_mark_root(PyObject*, PyObject*) {
+    g_marker_block = std::malloc(0);
+    std::free(g_marker_block);
+    g_marker_block = nullptr;
+    Py_RETURN_NONE;
+}
+
 PyObject* tracking_name_thread(PyObject*, PyObject* args) {
     const char* name = nullptr;
     if (!PyArg_ParseTuple(args, "s", &name)) return nullptr;
@@ -172,6 +185,8 @@ PyMethodDef k_payload_methods[] = {
      "payload (or use the one loaded) and start tracking this process."},
     {"tracking_stop", tracking_stop, METH_NOARGS, "Stop tracking and finalize the capture."},
     {"tracking_active", tracking_active, METH_NOARGS, "True while the payload tracks."},
+    {"tracking_mark_root", tracking_mark_root, METH_NOARGS,
+     "One zero-byte allocation from the caller's stack (the Tracker's root marker)."},
     {"tracking_name_thread", tracking_name_thread, METH_VARARGS,
      "tracking_name_thread(name): the calling thread's name in the capture."},
     {nullptr, nullptr, 0, nullptr},

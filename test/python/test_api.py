@@ -416,6 +416,22 @@ class MemrayCommand(unittest.TestCase):
         self.assertEqual(bad_via.returncode, bad_direct.returncode)
         self.assertEqual(bad_via.stderr, bad_direct.stderr)
 
+    def test_no_tracker_inside_memray_run(self):
+        script = os.path.join(self.tmp.name, "nested.py")
+        with open(script, "w") as f:
+            f.write("import memray\n"
+                    "try:\n"
+                    "    with memray.Tracker('inner.bin'):\n"
+                    "        pass\n"
+                    "except RuntimeError as e:\n"
+                    "    print('refused:', e)\n")
+        p = self.run_cmd([sys.executable, "-m", "memray", "run", "-q", "-o", "outer.bin", script])
+        self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace"))
+        self.assertIn(b"refused: No more than one Tracker instance can be active", p.stdout)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp.name, "inner.bin")))
+        with memray.FileReader(os.path.join(self.tmp.name, "outer.bin")) as r:
+            self.assertGreater(r.metadata.total_allocations, 0)
+
     def test_memray_run_capture_matches_stats(self):
         script = os.path.join(self.tmp.name, "target.py")
         with open(script, "w") as f:
