@@ -79,7 +79,7 @@ class AllocationRecord(_StackMethods):
     __slots__ = ("_tuple", "_capture", "_cache")
 
     def __init__(self, record, capture=None):
-        self._tuple = tuple(record)
+        self._tuple = record if type(record) is tuple else tuple(record)
         self._capture = capture
         self._cache = None
 

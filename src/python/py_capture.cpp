@@ -149,9 +149,28 @@ PyObject* capture_memory_snapshots(PyObject* self, PyObject*) {
 // tuple behind memray's AllocationRecord. Stack ids are node ids (one tree for both kinds).
 PyObject* record_tuple(uint64_t tid, uint64_t address, uint64_t size, format::Allocator allocator,
                        uint32_t node, uint64_t count) {
-    return Py_BuildValue("(KKKlIKIi)", (unsigned long long)tid, (unsigned long long)address,
-                         (unsigned long long)size, memray_allocator(allocator), unsigned(node),
-                         (unsigned long long)count, unsigned(node), 0);
+    // Built by hand: Py_BuildValue's format parsing is a good part of the cost per record.
+    PyObject* items[8] = {
+        PyLong_FromUnsignedLongLong(tid),   PyLong_FromUnsignedLongLong(address),
+        PyLong_FromUnsignedLongLong(size),  PyLong_FromLong(memray_allocator(allocator)),
+        PyLong_FromUnsignedLong(node),      PyLong_FromUnsignedLongLong(count),
+        PyLong_FromUnsignedLong(node),      PyLong_FromLong(0),
+    };
+    PyObject* t = PyTuple_New(8);
+    for (Py_ssize_t i = 0; i < 8; ++i) {
+        if (t == nullptr || items[i] == nullptr) {
+            Py_XDECREF(items[i]);
+            continue;
+        }
+        PyTuple_SetItem(t, i, items[i]);  // steals
+    }
+    for (PyObject* item : items) {
+        if (item == nullptr) {
+            Py_XDECREF(t);
+            return nullptr;
+        }
+    }
+    return t;
 }
 
 // A view's locations as record tuples, merged over threads (tid 0) when asked.
