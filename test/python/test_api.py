@@ -432,6 +432,42 @@ class MemrayCommand(unittest.TestCase):
         with memray.FileReader(os.path.join(self.tmp.name, "outer.bin")) as r:
             self.assertGreater(r.metadata.total_allocations, 0)
 
+    def test_memray_attach_capture(self):
+        script = os.path.join(self.tmp.name, "service.py")
+        with open(script, "w") as f:
+            f.write("import sys\n"
+                    "kept = []\n"
+                    "def handle():\n"
+                    "    kept.append(bytearray(%d))\n"
+                    "print('ready', flush=True)\n"
+                    "for line in sys.stdin:\n"
+                    "    handle()\n"
+                    "    print('done', flush=True)\n" % LEAKED)
+        target = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, cwd=self.tmp.name)
+        try:
+            self.assertEqual(target.stdout.readline(), b"ready\n")
+            capture = os.path.join(self.tmp.name, "attached.bin")
+            p = self.run_cmd([self.memray, "attach", "-o", capture, str(target.pid)])
+            if p.returncode != 0:
+                err = p.stderr.decode(errors="replace")
+                if "ptrace" in err.lower() or "not permitted" in err.lower():
+                    self.skipTest("memray attach cannot trace here: " + err.strip())
+                self.fail(err)
+            target.stdin.write(b"go\n")
+            target.stdin.flush()
+            self.assertEqual(target.stdout.readline(), b"done\n")
+            p = self.run_cmd([self.memray, "detach", str(target.pid)])
+            self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace"))
+        finally:
+            target.stdin.close()
+            target.wait(timeout=60)
+        with memray.FileReader(capture) as r:
+            self.assertEqual(r.metadata.pid, target.pid)
+            leaks = [x for x in r.get_leaked_allocation_records() if x.size == LEAKED + 1]
+            self.assertEqual(len(leaks), 1)
+            self.assertEqual(leaks[0].stack_trace(), [("handle", script, 4), ("<module>", script, 7)])
+
     def test_memray_run_capture_matches_stats(self):
         script = os.path.join(self.tmp.name, "target.py")
         with open(script, "w") as f:
