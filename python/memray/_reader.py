@@ -1,7 +1,7 @@
 """Reading captures: FileReader and the records it yields.
 
-The extension (_memray.CaptureFile) reads the file; records are thin wrappers around its tuples
-that resolve their stacks only when asked.
+The extension (_memray.CaptureFile) reads the file and makes the AllocationRecords; records
+resolve their stacks only when asked.
 """
 
 import collections
@@ -72,38 +72,10 @@ class _StackMethods:
         return self._capture.thread_name(self.tid)
 
 
-class AllocationRecord(_StackMethods):
-    """One allocation (from get_allocation_records) or the allocations of one location
-    (from the snapshot views: address 0, n_allocations of them, size their total)."""
-
-    __slots__ = ("_tuple", "_capture", "_cache")
-
-    def __init__(self, record, capture=None):
-        self._tuple = record if type(record) is tuple else tuple(record)
-        self._capture = capture
-        self._cache = None
-
-    def __eq__(self, other):
-        if isinstance(other, AllocationRecord):
-            return self._tuple == other._tuple
-        return NotImplemented
-
-    def __hash__(self):
-        return hash(self._tuple)
-
-    tid = property(lambda self: self._tuple[0])
-    address = property(lambda self: self._tuple[1])
-    size = property(lambda self: self._tuple[2])
-    allocator = property(lambda self: AllocatorType(self._tuple[3]))
-    stack_id = property(lambda self: self._tuple[4])
-    n_allocations = property(lambda self: self._tuple[5])
-    native_stack_id = property(lambda self: self._tuple[6])
-    native_segment_generation = property(lambda self: self._tuple[7])
-
-    def __repr__(self):
-        size = "N/A" if not self.size else size_fmt(self.size)
-        return "AllocationRecord<tid=%s, address=%s, size=%s, allocator=%r, allocations=%d>" % (
-            hex(self.tid), hex(self.address), size, self.allocator, self.n_allocations)
+# One allocation (get_allocation_records) or the allocations of one location (the snapshot
+# views: address 0, n_allocations of them, size their total). In C++ (src/python/py_record.cpp):
+# get_allocation_records makes one per event.
+AllocationRecord = _memray.AllocationRecord
 
 
 class Interval:
@@ -210,13 +182,11 @@ class FileReader:
         """Every allocation and deallocation in file order, streamed from the file."""
         capture = self._open_capture()
         self._require_all_allocations("get all allocations")
-        for record in capture.events():
-            yield AllocationRecord(record, capture)
+        yield from capture.events()
 
     def _view(self, view, merge_threads, threshold=1):
         capture = self._open_capture()
-        for record in capture.records(view, bool(merge_threads), threshold):
-            yield AllocationRecord(record, capture)
+        yield from capture.records(view, bool(merge_threads), threshold)
 
     def get_high_watermark_allocation_records(self, merge_threads=True):
         """The allocations alive at the high-water mark, one record per location."""

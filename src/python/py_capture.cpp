@@ -145,36 +145,9 @@ PyObject* capture_memory_snapshots(PyObject* self, PyObject*) {
     return list.release();
 }
 
-// (tid, address, size, allocator, stack_id, n_allocations, native_stack_id, generation): the
-// tuple behind memray's AllocationRecord. Stack ids are node ids (one tree for both kinds).
-PyObject* record_tuple(uint64_t tid, uint64_t address, uint64_t size, format::Allocator allocator,
-                       uint32_t node, uint64_t count) {
-    // Built by hand: Py_BuildValue's format parsing is a good part of the cost per record.
-    PyObject* items[8] = {
-        PyLong_FromUnsignedLongLong(tid),   PyLong_FromUnsignedLongLong(address),
-        PyLong_FromUnsignedLongLong(size),  PyLong_FromLong(memray_allocator(allocator)),
-        PyLong_FromUnsignedLong(node),      PyLong_FromUnsignedLongLong(count),
-        PyLong_FromUnsignedLong(node),      PyLong_FromLong(0),
-    };
-    PyObject* t = PyTuple_New(8);
-    for (Py_ssize_t i = 0; i < 8; ++i) {
-        if (t == nullptr || items[i] == nullptr) {
-            Py_XDECREF(items[i]);
-            continue;
-        }
-        PyTuple_SetItem(t, i, items[i]);  // steals
-    }
-    for (PyObject* item : items) {
-        if (item == nullptr) {
-            Py_XDECREF(t);
-            return nullptr;
-        }
-    }
-    return t;
-}
-
-// A view's locations as record tuples, merged over threads (tid 0) when asked.
-PyObject* location_list(const Capture& c, const report::Snapshot& s, bool merge_threads) {
+// A view's locations as AllocationRecords, merged over threads (tid 0) when asked.
+PyObject* location_list(PyObject* self, const report::Snapshot& s, bool merge_threads) {
+    const Capture& c = capture_of(self);
     PyRef list(PyList_New(0));
     if (!list) return nullptr;
     auto append = [&](PyObject* t) {
@@ -183,7 +156,8 @@ PyObject* location_list(const Capture& c, const report::Snapshot& s, bool merge_
     };
     if (!merge_threads) {
         for (const report::LocationAmount& l : s.locations) {
-            if (!append(record_tuple(c.tid_of(l.thread), 0, l.bytes, l.allocator, l.node, l.count)))
+            if (!append(make_record(self, c.tid_of(l.thread), 0, l.bytes,
+                                    memray_allocator(l.allocator), l.node, l.count)))
                 return nullptr;
         }
         return list.release();
@@ -195,8 +169,9 @@ PyObject* location_list(const Capture& c, const report::Snapshot& s, bool merge_
         m.second += l.bytes;
     }
     for (const auto& [key, amount] : merged) {
-        if (!append(record_tuple(0, 0, amount.second, format::Allocator(key.second), key.first,
-                                 amount.first)))
+        if (!append(make_record(self, 0, 0, amount.second,
+                                memray_allocator(format::Allocator(key.second)), key.first,
+                                amount.first)))
             return nullptr;
     }
     return list.release();
@@ -209,11 +184,11 @@ PyObject* capture_records(PyObject* self, PyObject* args) {
     if (!PyArg_ParseTuple(args, "ipK", &view, &merge, &threshold)) return nullptr;
     try {
         const Capture& c = capture_of(self);
-        if (view == 0) return location_list(c, c.high_water_mark(), merge != 0);
+        if (view == 0) return location_list(self, c.high_water_mark(), merge != 0);
         auto kind = view == 1 ? report::SnapshotKind::Leaks : report::SnapshotKind::Temporary;
         report::Snapshot s;
         without_gil([&] { s = c.view(kind, threshold, false); });
-        return location_list(c, s, merge != 0);
+        return location_list(self, s, merge != 0);
     } catch (...) {
         set_python_error();
         return nullptr;
@@ -274,34 +249,13 @@ PyObject* capture_stack(PyObject* self, PyObject* args) {
     int kind = 0;
     Py_ssize_t max = 0;
     if (!PyArg_ParseTuple(args, "Iin", &node, &kind, &max)) return nullptr;
-    try {
-        StackKind k = kind == 1 ? StackKind::Native : kind == 2 ? StackKind::Hybrid : StackKind::Python;
-        std::vector<report::Frame> frames =
-            capture_of(self).stack(node, k, max > 0 ? size_t(max) : 0);
-        PyRef list(PyList_New(Py_ssize_t(frames.size())));
-        if (!list) return nullptr;
-        for (size_t i = 0; i < frames.size(); ++i) {
-            PyObject* t = Py_BuildValue("(NNI)", to_str(frames[i].function),
-                                        to_str(frames[i].file), unsigned(frames[i].line));
-            if (t == nullptr) return nullptr;
-            PyList_SetItem(list.get(), Py_ssize_t(i), t);  // steals t
-        }
-        return list.release();
-    } catch (...) {
-        set_python_error();
-        return nullptr;
-    }
+    return capture_stack_list(self, node, kind, max > 0 ? size_t(max) : 0);
 }
 
-PyObject* capture_thread_name(PyObject* self, PyObject* args) {
+PyObject* capture_thread_name_method(PyObject* self, PyObject* args) {
     unsigned long long tid = 0;
     if (!PyArg_ParseTuple(args, "K", &tid)) return nullptr;
-    // The latest thread with that id (the kernel reuses ids of threads that ended).
-    const auto& threads = capture_of(self).reader().threads();
-    for (size_t i = threads.size(); i-- > 1;) {
-        if (threads[i].tid == tid) return to_str(threads[i].name);
-    }
-    return to_str("");
+    return capture_thread_name(self, tid);
 }
 
 PyObject* capture_events(PyObject* self, PyObject*) {
@@ -327,14 +281,14 @@ PyMethodDef k_capture_methods[] = {
     {"memory_snapshots", capture_memory_snapshots, METH_NOARGS,
      "[(ms since the epoch, rss, heap)], downsampled to max_memory_records."},
     {"records", capture_records, METH_VARARGS,
-     "records(view, merge_threads, threshold): record tuples of a view (0 hwm, 1 leaks, 2 "
-     "temporary)."},
+     "records(view, merge_threads, threshold): the AllocationRecords of a view (0 hwm, 1 leaks, "
+     "2 temporary)."},
     {"temporal", capture_temporal, METH_VARARGS,
      "temporal(merge_threads): temporal record tuples with their intervals."},
     {"stack", capture_stack, METH_VARARGS,
      "stack(node, kind, max): [(function, file, line)], innermost first."},
-    {"thread_name", capture_thread_name, METH_VARARGS, "thread_name(tid) -> str"},
-    {"events", capture_events, METH_NOARGS, "An iterator over every event's record tuple."},
+    {"thread_name", capture_thread_name_method, METH_VARARGS, "thread_name(tid) -> str"},
+    {"events", capture_events, METH_NOARGS, "An iterator over every event as an AllocationRecord."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -379,7 +333,8 @@ PyObject* event_iterator_next(PyObject* self) {
             const format::Event& ev = e->reader->event();
             const auto& threads = e->reader->threads();
             uint64_t tid = ev.thread < threads.size() ? threads[ev.thread].tid : 0;
-            return record_tuple(tid, ev.address, ev.size, ev.allocator, ev.node, 1);
+            return make_record(e->owner, tid, ev.address, ev.size, memray_allocator(ev.allocator),
+                               ev.node, 1);
         }
     } catch (...) {
         set_python_error();
@@ -398,6 +353,34 @@ PyType_Spec k_event_iterator_spec = {"memray._memray.EventIterator", sizeof(PyEv
                                      Py_TPFLAGS_DEFAULT, k_event_iterator_slots};
 
 }  // namespace
+
+PyObject* capture_stack_list(PyObject* capture, unsigned int node, int kind, size_t max) {
+    try {
+        StackKind k = kind == 1 ? StackKind::Native : kind == 2 ? StackKind::Hybrid : StackKind::Python;
+        std::vector<report::Frame> frames = capture_of(capture).stack(node, k, max);
+        PyRef list(PyList_New(Py_ssize_t(frames.size())));
+        if (!list) return nullptr;
+        for (size_t i = 0; i < frames.size(); ++i) {
+            PyObject* t = Py_BuildValue("(NNI)", to_str(frames[i].function),
+                                        to_str(frames[i].file), unsigned(frames[i].line));
+            if (t == nullptr) return nullptr;
+            PyList_SetItem(list.get(), Py_ssize_t(i), t);  // steals t
+        }
+        return list.release();
+    } catch (...) {
+        set_python_error();
+        return nullptr;
+    }
+}
+
+PyObject* capture_thread_name(PyObject* capture, unsigned long long tid) {
+    // The latest thread with that id (the kernel reuses ids of threads that ended).
+    const auto& threads = capture_of(capture).reader().threads();
+    for (size_t i = threads.size(); i-- > 1;) {
+        if (threads[i].tid == tid) return to_str(threads[i].name);
+    }
+    return to_str("");
+}
 
 bool add_capture_types(PyObject* module) {
     g_capture_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&k_capture_spec));

@@ -41,6 +41,12 @@ class PyRef {
     PyRef(const PyRef&) = delete;
     PyRef& operator=(const PyRef&) = delete;
     PyRef(PyRef&& o) noexcept : m_obj(o.release()) {}
+    PyRef& operator=(PyRef&& o) noexcept {
+        PyObject* old = m_obj;
+        m_obj = o.release();
+        Py_XDECREF(old);
+        return *this;
+    }
     PyObject* get() const { return m_obj; }
     PyObject* release() {
         PyObject* o = m_obj;
@@ -63,6 +69,17 @@ void set_python_error();
 
 // Types and functions of the extension, registered by module.cpp.
 bool add_capture_types(PyObject* module);
+bool add_record_type(PyObject* module);
+
+// py_capture.cpp, for the records: stack `kind` (0 Python, 1 native, 2 hybrid) of `node` as a
+// list of (function, file, line), at most `max` frames (0 = all); a thread's name by OS id.
+PyObject* capture_stack_list(PyObject* capture, unsigned int node, int kind, size_t max);
+PyObject* capture_thread_name(PyObject* capture, unsigned long long tid);
+
+// py_record.cpp: a new memray.AllocationRecord of `capture` (may be nullptr).
+PyObject* make_record(PyObject* capture, unsigned long long tid, unsigned long long address,
+                      unsigned long long size, long allocator, unsigned int node,
+                      unsigned long long count);
 extern PyMethodDef k_payload_methods[];
 
 }  // namespace memray::python
