@@ -216,12 +216,17 @@ class FileReader:
         yield from self._temporal(merge_threads)
 
     def get_temporal_high_water_mark_allocation_records(self, merge_threads=True):
-        """(records, high-water mark per snapshot interval). See docs/python-api.md: the records
-        are those of get_temporal_allocation_records for now."""
-        self._open_capture()
+        """(records, high-water mark in bytes per interval between memory snapshots): each
+        record's intervals say how much its location held at the high-water marks of the
+        intervals [allocated_before_snapshot, deallocated_before_snapshot)."""
+        capture = self._open_capture()
         self._require_all_allocations("get allocation history")
-        hwm = [s.heap for s in self.get_memory_snapshots()]
-        return self._temporal(merge_threads), hwm
+        records, hwm = capture.temporal_hwm(bool(merge_threads))
+        return (
+            (TemporalAllocationRecord(r, capture, [Interval(*i) for i in intervals])
+             for *r, intervals in records),
+            hwm,
+        )
 
     def get_memory_snapshots(self):
         """MemorySnapshot(time in ms since the epoch, rss, heap) per memory sample."""

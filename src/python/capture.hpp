@@ -31,6 +31,29 @@ inline constexpr const char* k_root_marker = "_memray_tracker_root";
 
 enum class StackKind { Python, Native, Hybrid };
 
+// get_temporal_high_water_mark_allocation_records: for each interval between memory snapshots
+// (interval k runs from snapshot k - 1 to snapshot k; interval 0 is before the first, the last
+// after the last), the heap's high-water mark in it, and each location's share of it as runs of
+// equal shares, as memray computes them (the start of an interval counts as a peak).
+struct TemporalLocation {
+    uint32_t node = 0;
+    uint32_t thread = 0;  // capture thread index; 0 when merged
+    format::Allocator allocator{};
+};
+struct TemporalRun {
+    static constexpr uint32_t k_open = ~uint32_t(0);
+    uint32_t location = 0;   // index into TemporalHighWaterMark::locations
+    uint32_t start = 0;      // first interval
+    uint32_t end = k_open;   // interval after the last (k_open: to the end)
+    uint64_t count = 0;
+    uint64_t bytes = 0;
+};
+struct TemporalHighWaterMark {
+    std::vector<TemporalLocation> locations;
+    std::vector<TemporalRun> runs;    // by location, then start
+    std::vector<uint64_t> hwm_bytes;  // per interval: memory snapshots + 1
+};
+
 class Capture {
   public:
     // Opens `path` and reads it once (the high-water mark and the memory snapshots, at most
@@ -46,6 +69,9 @@ class Capture {
 
     // Another view, read from the file again. Memory-sample intervals follow the first pass.
     report::Snapshot view(report::SnapshotKind kind, uint64_t threshold, bool temporal) const;
+
+    // Reads the file again. Intervals follow the memory snapshots of the first pass.
+    TemporalHighWaterMark temporal_high_water_mark(bool merge_threads) const;
 
     // Frames of `node`, innermost first, as (function, file, line). `max` 0 = all.
     std::vector<report::Frame> stack(uint32_t node, StackKind kind, size_t max) const;

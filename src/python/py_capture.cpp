@@ -243,6 +243,46 @@ PyObject* capture_temporal(PyObject* self, PyObject* args) {
     }
 }
 
+// temporal_hwm(merge_threads): ([(tid, allocator, stack_id, native_stack_id, generation,
+// [(first interval, interval after the last or None, n_allocations, n_bytes)])], high-water
+// mark bytes per interval).
+PyObject* capture_temporal_hwm(PyObject* self, PyObject* args) {
+    int merge = 1;
+    if (!PyArg_ParseTuple(args, "p", &merge)) return nullptr;
+    try {
+        const Capture& c = capture_of(self);
+        TemporalHighWaterMark t;
+        without_gil([&] { t = c.temporal_high_water_mark(merge != 0); });
+        PyRef records(PyList_New(0)), hwm(PyList_New(0));
+        if (!records || !hwm) return nullptr;
+        for (uint64_t bytes : t.hwm_bytes) {
+            PyRef v(PyLong_FromUnsignedLongLong(bytes));
+            if (!v || PyList_Append(hwm.get(), v.get()) != 0) return nullptr;
+        }
+        for (size_t i = 0; i < t.runs.size();) {
+            uint32_t loc = t.runs[i].location;
+            PyRef intervals(PyList_New(0));
+            if (!intervals) return nullptr;
+            for (; i < t.runs.size() && t.runs[i].location == loc; ++i) {
+                const TemporalRun& r = t.runs[i];
+                PyObject* end = r.end == TemporalRun::k_open ? (Py_INCREF(Py_None), Py_None)
+                                                              : PyLong_FromUnsignedLong(r.end);
+                PyRef v(Py_BuildValue("(INKK)", r.start, end, (unsigned long long)r.count,
+                                      (unsigned long long)r.bytes));
+                if (!v || PyList_Append(intervals.get(), v.get()) != 0) return nullptr;
+            }
+            const TemporalLocation& l = t.locations[loc];
+            PyRef v(Py_BuildValue("(KlIIiO)", (unsigned long long)(merge ? 0 : c.tid_of(l.thread)),
+                                  memray_allocator(l.allocator), l.node, l.node, 0, intervals.get()));
+            if (!v || PyList_Append(records.get(), v.get()) != 0) return nullptr;
+        }
+        return Py_BuildValue("(OO)", records.get(), hwm.get());
+    } catch (...) {
+        set_python_error();
+        return nullptr;
+    }
+}
+
 // stack(node, kind, max): kind 0 Python, 1 native, 2 hybrid; max 0 = all.
 PyObject* capture_stack(PyObject* self, PyObject* args) {
     unsigned int node = 0;
@@ -285,6 +325,8 @@ PyMethodDef k_capture_methods[] = {
      "2 temporary)."},
     {"temporal", capture_temporal, METH_VARARGS,
      "temporal(merge_threads): temporal record tuples with their intervals."},
+    {"temporal_hwm", capture_temporal_hwm, METH_VARARGS,
+     "temporal_hwm(merge_threads): (records with their intervals, high-water mark per interval)."},
     {"stack", capture_stack, METH_VARARGS,
      "stack(node, kind, max): [(function, file, line)], innermost first."},
     {"thread_name", capture_thread_name_method, METH_VARARGS, "thread_name(tid) -> str"},

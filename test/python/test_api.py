@@ -194,9 +194,19 @@ class KnownAllocations(unittest.TestCase):
 
         temporal_hwm, hwm_by_snapshot = \
             self.reader.get_temporal_high_water_mark_allocation_records()
-        self.assertEqual(len(hwm_by_snapshot), len(snapshots))
-        self.assertTrue(any(any(i.n_bytes == LEAKED + 1 for i in r.intervals)
-                            for r in temporal_hwm))
+        temporal_hwm = list(temporal_hwm)
+        self.assertEqual(len(hwm_by_snapshot), len(snapshots) + 1)
+        self.assertEqual(max(hwm_by_snapshot), self.reader.metadata.peak_memory)
+        # Each interval's high-water mark is made of the records' shares in it.
+        for k, hwm in enumerate(hwm_by_snapshot):
+            shares = sum(i.n_bytes for r in temporal_hwm for i in r.intervals
+                         if i.allocated_before_snapshot <= k and
+                         (i.deallocated_before_snapshot is None or k < i.deallocated_before_snapshot))
+            self.assertEqual(shares, hwm, "interval %d" % k)
+        (leaked_hwm,) = [r for r in temporal_hwm
+                         if r.stack_trace()[:1] == [("alloc_leaked", THIS_FILE, lines["leaked"])]]
+        self.assertEqual([(i.deallocated_before_snapshot, i.n_allocations, i.n_bytes)
+                          for i in leaked_hwm.intervals], [(None, 1, LEAKED + 1)])
 
     def test_memory_snapshots(self):
         md = self.reader.metadata
@@ -247,6 +257,44 @@ class KnownAllocations(unittest.TestCase):
         first = next(it)
         self.assertIsInstance(first, memray.AllocationRecord)
         it.close()
+
+
+def churn(seconds):
+    """Allocates and frees for `seconds` (a workload spanning several 10 ms memory samples)."""
+    import time
+    end = time.monotonic() + seconds
+    held = []
+    while time.monotonic() < end:
+        held.append(bytearray(TEMPORARY))
+        if len(held) > 3:
+            held.pop(0)
+
+
+class TemporalDownsampled(unittest.TestCase):
+    def test_high_water_mark_by_interval(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "churn.bin")
+            with memray.Tracker(path):
+                churn(0.2)
+            for max_records in (10000, 5, 2):
+                with memray.FileReader(path, max_memory_records=max_records) as r:
+                    snapshots = list(r.get_memory_snapshots())
+                    self.assertLessEqual(len(snapshots), max_records)
+                    records, hwm = r.get_temporal_high_water_mark_allocation_records(
+                        merge_threads=False)
+                    records = list(records)
+                    self.assertEqual(len(hwm), len(snapshots) + 1)
+                    self.assertEqual(max(hwm), r.metadata.peak_memory)
+                    for k, peak in enumerate(hwm):
+                        shares = sum(
+                            i.n_bytes for x in records for i in x.intervals
+                            if i.allocated_before_snapshot <= k and
+                            (i.deallocated_before_snapshot is None or
+                             k < i.deallocated_before_snapshot))
+                        self.assertEqual(shares, peak, "max %d, interval %d" % (max_records, k))
+            # More than a few samples, so that 5 and 2 really merged some.
+            with memray.FileReader(path) as r:
+                self.assertGreater(len(list(r.get_memory_snapshots())), 5)
 
 
 class NativeTraces(unittest.TestCase):
