@@ -21,12 +21,13 @@ from ._reader import (
     FileReader,
     Interval,
     MemorySnapshot,
+    SocketReader,
     TemporalAllocationRecord,
     dump_all_records,
     size_fmt,
 )
 from ._stats import Stats, compute_statistics
-from ._tracker import Tracker, set_log_level
+from ._tracker import Tracker, set_log_level, start_thread_trace
 
 
 def get_symbolic_support():
@@ -48,6 +49,7 @@ __all__ = [
     "Metadata",
     "PymallocDomain",
     "SocketDestination",
+    "SocketReader",
     "Stats",
     "SymbolicSupport",
     "TemporalAllocationRecord",
@@ -59,4 +61,5 @@ __all__ = [
     "load_ipython_extension",
     "set_log_level",
     "size_fmt",
+    "start_thread_trace",
 ]

@@ -235,6 +235,15 @@ class FileReader:
             yield MemorySnapshot(*snapshot)
 
 
+class SocketReader:
+    """Reads the capture of a `memray run --live-remote` session over a socket. Live mode is not
+    implemented yet: constructing one raises NotImplementedError (the name exists so that code
+    importing it keeps importing)."""
+
+    def __init__(self, port):
+        raise NotImplementedError("SocketReader (live mode) is not supported yet")
+
+
 def dump_all_records(file_name):
     """Prints every record of a capture (what `memray parse` prints) on stdout."""
     path = os.fspath(file_name)

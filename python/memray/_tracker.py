@@ -78,6 +78,13 @@ call_tracked = _helpers["call_tracked"]
 await_tracked = _helpers["await_tracked"]
 
 
+def start_thread_trace(frame, event, arg):
+    """memray installs its profile function on new threads through this; the payload here reads
+    every thread's frames itself, so there is nothing to install. A valid profile function that
+    does nothing, for code that passes it to threading.setprofile."""
+    return start_thread_trace
+
+
 def _not_yet(what, issue):
     return NotImplementedError("%s is not supported yet (it comes with the %s work)" % (what, issue))
 

@@ -391,6 +391,8 @@ class TrackerErrors(unittest.TestCase):
                 memray.Tracker(p, **kwargs)
         with self.assertRaises(NotImplementedError):
             memray.Tracker(destination=memray.SocketDestination(server_port=12345))
+        with self.assertRaises(NotImplementedError):
+            memray.SocketReader(12345)
         self.assertFalse(os.path.exists(p))
 
     def test_existing_file_and_overwrite(self):
