@@ -31,6 +31,9 @@ PACKAGES=(
     chromium
     # --native tests build a small C extension module for Debian's python3 (Python.h).
     python3-dev
+    # The memray Python package: its IPython magic is tested through IPython's testing shell
+    # (which needs pytest).
+    python3-ipython python3-pytest
     # attach-32bit builds a 32-bit target (gcc -m32) to check that attach refuses it cleanly.
     gcc-multilib
 )
