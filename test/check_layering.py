@@ -37,6 +37,9 @@ ALLOWED = {
     "inject": {"attach", "format/settings.hpp", "payload/api.hpp", "payload/hook_list.hpp"},
     "report": {"format"},
     "launch": {"format"},
+    # the Python extension module: the reader and reporters, and the payload's exported API
+    # (the Tracker loads the payload in-process and starts it through it)
+    "python": {"format", "report", "payload/api.hpp"},
     "cli": {"format", "payload", "attach", "inject", "report", "launch"},
 }
 LLVM_OK = ("inject/*.cpp", "report/symbolizer*.cpp")
