@@ -187,6 +187,11 @@ pid_t Tracer::Impl::stop_at_safe_point(const std::vector<uint64_t>& entry_points
     stats = {};
     if (unwind_space) unw_flush_cache(unwind_space, 0, 0);
     load_ranges();
+    // A thread whose creator was seized in the middle of clone() is not traced, and a
+    // breakpoint trap in an untraced thread would kill the process: look once more now that
+    // any such clone has long completed.
+    for (int round = 0; round < 100 && seize_new_threads() > 0; ++round) {
+    }
     auto overall = start + options.timeout;
     pid_t chosen = 0;
     while (chosen == 0) {

@@ -91,6 +91,7 @@ struct Tracer::Impl {
     sigset_t saved_mask{};
     bool mask_saved = false;
     bool detaching = false;
+    bool stopping_all = false;  // every thread is being stopped: new threads must stop too
 
     std::map<uint64_t, uint8_t> breakpoints;  // planted: address -> original byte
     std::set<uint64_t> old_breakpoints;       // removed, but a thread may still report its trap
@@ -132,6 +133,9 @@ struct Tracer::Impl {
 
     // ---- thread_control.cpp: seize, stops and resumes, exits, kept signals, detach ----------
     void attach();
+    void add_thread(pid_t tid);
+    int seize_new_threads();
+    bool take_interrupt(Thread& t);
     bool cont(Thread& t, int sig = 0);
     [[noreturn]] void request_failed(pid_t tid, const std::string& what);
     void sweep_lost();
