@@ -61,6 +61,14 @@ struct ProcessInfo {
 // Throws NoSuchProcess/NotPermitted/AttachError with the message the user should see.
 ProcessInfo inspect_process(pid_t pid);
 
+// Throws NotPermitted, with the user's way out (root, CAP_SYS_PTRACE, ptrace_scope), when this
+// process may not trace `pid` or read its memory; `action` completes "not permitted to ...
+// process N" ("trace", "detach from"). NoSuchProcess when it does not exist.
+void check_trace_permission(pid_t pid, const std::string& action);
+
+// State letter of thread `tid` of process `pid` from /proc (R, S, D, T, t, Z, X; 0 when gone).
+char thread_state(pid_t pid, pid_t tid);
+
 struct Mapping {
     uint64_t start = 0, end = 0, offset = 0;
     std::string perms;  // "r-xp"
