@@ -245,8 +245,15 @@ void Tracer::Impl::handle(pid_t tid, int status) {
         call_event.info = info;
         return;  // call() decides
     }
+    if (t.interrupt_pending && !detaching) {
+        // This stop used up our interrupt. Holding the signal until the thread is resumed would
+        // let later ones merge with it (threads wait longest while everything is stopped):
+        // deliver it now, as the kernel would have, and ask for the stop again.
+        if (cont(t, sig) && ::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) t.lost = true;
+        return;
+    }
     if (take_interrupt(t)) {
-        // Resuming or detaching delivers it: from a signal-delivery-stop, the request injects it.
+        // PTRACE_DETACH from a signal-delivery-stop injects it.
         t.kept.push_back(info);
         return;
     }
