@@ -3,6 +3,7 @@
 //   thread_control.cpp  seizing, the per-thread stop/resume state machine, exits, kept signals,
 //                       detaching
 //   safe_point.cpp      breakpoints and the stack check that pick a thread holding no lock
+//   unwinder.cpp        the stack walk of that check, from what was read before the stop
 //   remote_call.cpp     register save/restore (vector state included), call(), syscall()
 //   remote_memory.cpp   reading and writing the target's memory
 //   proc_files.cpp      everything read from /proc
@@ -10,8 +11,8 @@
 #pragma once
 
 #include "attach/tracer.hpp"
+#include "attach/unwinder.hpp"
 
-#include <libunwind-ptrace.h>
 #include <signal.h>
 #include <sys/user.h>
 
@@ -20,6 +21,7 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -101,7 +103,7 @@ struct Tracer::Impl {
     pid_t call_tid = 0;
     detail::CallEvent call_event;
 
-    unw_addr_space_t unwind_space = nullptr;
+    std::unique_ptr<detail::Unwinder> unwinder;  // the stack check's (unwinder.cpp)
     uint64_t syscall_insn = 0;
     Stats stats;
 
