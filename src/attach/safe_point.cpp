@@ -170,6 +170,12 @@ pid_t Tracer::Impl::stop_at_safe_point(const std::vector<uint64_t>& entry_points
     // any such clone has long completed.
     for (int round = 0; round < 100 && seize_new_threads() > 0; ++round) {
     }
+    // Found now, while nothing is stopped, rather than by the first syscall() on the chosen
+    // thread.
+    try {
+        find_syscall_instruction();
+    } catch (const AttachError&) {
+    }
     auto overall = start + options.timeout;
     pid_t chosen = 0;
     while (chosen == 0) {

@@ -125,7 +125,8 @@ class Tracer {
     // Calls `function(args...)` (at most 6 integer arguments, System V ABI) on the stopped
     // thread `tid`, on a fresh 16-byte-aligned stack area below its red zone, with orig_rax = -1
     // so an interrupted system call is not restarted into the call, and returns rax. Control
-    // comes back through a return address of 0 (SIGSEGV at rip 0). Signals that arrive for `tid`
+    // comes back through a return address of 0 (SIGSEGV at rip 0). Threads the function
+    // creates are not traced (no breakpoint is planted during a call). Signals that arrive for `tid`
     // meanwhile are kept and re-delivered when the thread is resumed. The thread's registers and
     // vector state are restored afterwards (also when this throws CallTimeout/CallCrashed).
     uint64_t call(pid_t tid, uint64_t function, const std::vector<uint64_t>& args,

@@ -185,6 +185,7 @@ struct Tracer::Impl {
     void save_state(Thread& t);
     bool restore_state(Thread& t) noexcept;
     Thread& borrow(pid_t tid, size_t arg_count, const char* kind);
+    void trace_clones(pid_t tid, bool on) noexcept;
     user_regs_struct run_remote(Thread& t, user_regs_struct regs, bool single_step,
                                 std::chrono::milliseconds timeout, const std::string& what);
     uint64_t call(pid_t tid, uint64_t function, const std::vector<uint64_t>& args,
