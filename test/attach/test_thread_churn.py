@@ -18,7 +18,7 @@ import attachtest as at
 import mrtest
 
 COMMAND_TIMEOUT = 30  # a hung attach or detach shows up as a failed cycle, not a hung test
-READ_EVERY = 10       # every Nth capture is read back in full (stats); the others are checked
+READ_EVERY = 25       # every Nth capture is read back in full (stats); the others are checked
 
 
 def run(cmd):
