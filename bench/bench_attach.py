@@ -6,6 +6,14 @@ target sees the tool's hooks active (its malloc GOT slot changes) or removed aga
 longest stall of a 100 us heartbeat thread inside the target. Prints a table of medians.
 
 usage: /usr/bin/python3 bench/bench_attach.py [--build DIR] [--runs N] [--no-heaptrack] [--no-rt]
+       /usr/bin/python3 bench/bench_attach.py --pause N [--target python|redis|heartbeat]
+                                              [--memray PATH] [--compare OTHER_MEMRAY]
+
+--pause N: N attach/detach cycles on one busy target and the percentiles of how long the
+borrowed thread was held (issue 14: at most 3 ms at the 99th percentile): its stack check
+(`stack check X us` in `attach -v`) plus the time it ran our calls (`stopped for Y ms`).
+Targets: python (bench/workloads/py_busy.py, three threads allocating without pause), redis
+(redis-server with 4 I/O threads under redis-benchmark), heartbeat (the C target below).
 
 Target: bench/workloads/attach_heartbeat.c (built as test/attach/attach_heartbeat). Each run
 starts a fresh target for each tool, so every memray attach is a first attach (payload loaded
@@ -167,6 +175,96 @@ def fmt(v):
     return "%8.1f (max %7.1f)" % (m, worst)
 
 
+def percentile(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100.0 * (len(xs) - 1))))]
+
+
+def start_pause_target(kind, build, work):
+    """(Popen of the target, pid to attach to, list of helper processes to stop at the end)."""
+    if kind == "python":
+        p = subprocess.Popen(["/usr/bin/python3", os.path.join(HERE, "workloads", "py_busy.py")],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        if p.stdout.readline().decode().strip() != "ready":
+            raise SystemExit("py_busy.py did not start")
+        return p, p.pid, []
+    if kind == "heartbeat":
+        h = Heartbeat(os.path.join(build, "test", "attach", "attach_heartbeat"))
+        return h.proc, h.pid, []
+    if kind == "redis":
+        for tool in ("redis-server", "redis-benchmark"):
+            if not shutil.which(tool):
+                raise SystemExit("%s is not installed" % tool)
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                   "--save", "", "--appendonly", "no", "--dir", work,
+                                   "--io-threads", "4", "--io-threads-do-reads", "yes"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for raw in server.stdout:
+            if b"Ready to accept connections" in raw:
+                break
+        threading.Thread(target=lambda: server.stdout.read(), daemon=True).start()
+        load = subprocess.Popen(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n",
+                                 "100000", "-c", "20", "-t", "set,get,lpush,lpop", "-d", "300",
+                                 "-q", "-l"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return server, server.pid, [load]
+    raise SystemExit("unknown target %r" % kind)
+
+
+def pause_bench(args):
+    """With --compare, the two binaries take turns on the same target, so both see the same
+    load (this machine's load changes by the minute)."""
+    import re
+    work = tempfile.mkdtemp(prefix="memray-bench-pause-")
+    target, pid, helpers = start_pause_target(args.target, args.build, work)
+    binaries = [args.memray] + ([args.compare] if args.compare else [])
+    held = {b: [] for b in binaries}
+    checks = {b: [] for b in binaries}
+    failed = {b: 0 for b in binaries}
+    capture = os.path.join(work, "pause.bin")
+    try:
+        time.sleep(0.5)  # let the load ramp up
+        for i in range(args.pause):
+            for b in binaries:
+                p = subprocess.run([b, "attach", "-v", "-f", "-o", capture, str(pid)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+                err = p.stderr.decode(errors="replace")
+                check = re.search(r"stack check (\d+) us", err)
+                stopped = re.search(r"was stopped for ([0-9.]+) ms", err)
+                if p.returncode != 0 or not check or not stopped:
+                    failed[b] += 1
+                    sys.stderr.write("%s: attach %d failed (exit %d): %s\n" % (
+                        b, i, p.returncode, err.strip()[-300:]))
+                else:
+                    checks[b].append(int(check.group(1)) / 1000.0)
+                    held[b].append(checks[b][-1] + float(stopped.group(1)))
+                subprocess.run([b, "detach", str(pid)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=60)
+    finally:
+        for h in helpers:
+            h.kill()
+            h.wait()
+        if target.poll() is None:
+            target.kill()
+            target.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    for b in binaries:
+        print("%d attaches to a busy %s target with %s, %d failed" % (args.pause, args.target, b,
+                                                                    failed[b]))
+        for name, xs in (("borrowed thread held (ms)", held[b]),
+                         ("  of which stack check (ms)", checks[b])):
+            if xs:
+                print("  %-30s median %6.2f  p99 %6.2f  max %6.2f" % (
+                    name, statistics.median(xs), percentile(xs, 99), max(xs)))
+        if held[b]:
+            print("  aim: held at most 3 ms at the 99th percentile: %s" %
+                  ("met" if percentile(held[b], 99) <= 3 else "NOT met"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
@@ -174,9 +272,18 @@ def main():
     ap.add_argument("--no-heaptrack", action="store_true")
     ap.add_argument("--no-rt", action="store_true",
                     help="do not run the heartbeat thread SCHED_FIFO (the default when root)")
+    ap.add_argument("--pause", type=int, metavar="N",
+                    help="N attaches to one busy target: percentiles of the borrowed thread's hold")
+    ap.add_argument("--target", default="python", choices=("python", "redis", "heartbeat"))
+    ap.add_argument("--memray", help="memray binary (default: BUILD/src/cli/memray)")
+    ap.add_argument("--compare", metavar="MEMRAY",
+                    help="with --pause: a second memray binary, attaching in turns with the first")
     args = ap.parse_args()
     Heartbeat.realtime = os.geteuid() == 0 and not args.no_rt
-    args.memray = os.path.join(args.build, "src", "cli", "memray")
+    args.memray = args.memray or os.path.join(args.build, "src", "cli", "memray")
+    if args.pause:
+        Heartbeat.realtime = False
+        return pause_bench(args)
     exe = os.path.join(args.build, "test", "attach", "attach_heartbeat")
     for f in (args.memray, exe):
         if not os.access(f, os.X_OK):

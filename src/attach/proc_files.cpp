@@ -96,6 +96,13 @@ char task_state(pid_t pid, pid_t tid) {
     return f.empty() ? 0 : f[0];
 }
 
+pid_t task_tracer(pid_t pid, pid_t tid) {
+    std::string status;
+    int err = 0;
+    if (!read_file(path(pid, "task/") + std::to_string(tid) + "/status", status, err)) return -1;
+    return static_cast<pid_t>(std::atoi(status_field(status, "TracerPid").c_str()));
+}
+
 pid_t parent_of(pid_t pid) {
     std::string f = stat_fields(path(pid, "stat"));
     if (f.size() < 3) return 0;

@@ -29,6 +29,9 @@ std::vector<pid_t> task_ids(pid_t pid);
 // State letter of thread `tid` of `pid` (0 if it is gone).
 char task_state(pid_t pid, pid_t tid);
 
+// TracerPid of thread `tid` of `pid` (0 when untraced, -1 when it is gone).
+pid_t task_tracer(pid_t pid, pid_t tid);
+
 // The parent of `pid` (0 if it cannot be read).
 pid_t parent_of(pid_t pid);
 

@@ -52,6 +52,32 @@ std::string permission_hint(pid_t pid) {
 
 }  // namespace
 
+void check_trace_permission(pid_t pid, const std::string& action) {
+    // Opening /proc/PID/mem runs the kernel's ptrace access check (uid, capabilities, YAMA)
+    // without attaching, so it predicts exactly whether PTRACE_SEIZE (and process_vm_readv)
+    // will be allowed.
+    int mem = ::open(proc::path(pid, "mem").c_str(), O_RDONLY | O_CLOEXEC);
+    if (mem >= 0) {
+        ::close(mem);
+        return;
+    }
+    int e = errno;
+    if (e == ENOENT || e == ESRCH) throw NoSuchProcess("no process with pid " + std::to_string(pid));
+    if (e != EACCES && e != EPERM)
+        throw AttachError("cannot open /proc/" + std::to_string(pid) + "/mem: " + strerror(e));
+    std::string status, why;
+    int err = 0;
+    if (proc::read_file(proc::path(pid, "status"), status, err)) {
+        auto uid = static_cast<uid_t>(std::strtoul(proc::status_field(status, "Uid").c_str(), nullptr, 10));
+        if (uid != getuid() && !have_cap_sys_ptrace())
+            why = " (it belongs to uid " + std::to_string(uid) + ")";
+    }
+    throw NotPermitted("not permitted to " + action + " process " + std::to_string(pid) + why + ": " +
+                       permission_hint(pid));
+}
+
+char thread_state(pid_t pid, pid_t tid) { return proc::task_state(pid, tid); }
+
 ProcessInfo inspect_process(pid_t pid) {
     const std::string who = "process " + std::to_string(pid);
     if (pid <= 0) throw NoSuchProcess("invalid pid " + std::to_string(pid));
@@ -95,21 +121,7 @@ ProcessInfo inspect_process(pid_t pid) {
         throw AttachError(who + " is stopped (state " + std::string(1, info.state) +
                           "): resume it first with kill -CONT " + std::to_string(pid));
 
-    // Opening /proc/PID/mem runs the kernel's ptrace access check (uid, capabilities, YAMA)
-    // without attaching, so it predicts exactly whether PTRACE_SEIZE will be allowed.
-    int mem = ::open(proc::path(pid, "mem").c_str(), O_RDONLY | O_CLOEXEC);
-    if (mem < 0) {
-        int e = errno;
-        if (e == ENOENT || e == ESRCH) throw NoSuchProcess("no process with pid " + std::to_string(pid));
-        if (e == EACCES || e == EPERM) {
-            std::string why = (info.uid != getuid() && !have_cap_sys_ptrace())
-                                  ? " (it belongs to uid " + std::to_string(info.uid) + ")"
-                                  : "";
-            throw NotPermitted("not permitted to trace " + who + why + ": " + permission_hint(pid));
-        }
-        throw AttachError("cannot open /proc/" + std::to_string(pid) + "/mem: " + strerror(e));
-    }
-    ::close(mem);
+    check_trace_permission(pid, "trace");
 
     char exe[4096];
     ssize_t n = ::readlink(proc::path(pid, "exe").c_str(), exe, sizeof exe - 1);

@@ -208,6 +208,11 @@ user_regs_struct Tracer::Impl::run_remote(Thread& t, user_regs_struct regs, bool
     thread_gone(tid, what);
 }
 
+void Tracer::Impl::trace_clones(pid_t tid, bool on) noexcept {
+    long options = PTRACE_O_TRACEEXIT | (on ? PTRACE_O_TRACECLONE : 0);
+    ::ptrace(PTRACE_SETOPTIONS, tid, nullptr, reinterpret_cast<void*>(options));  // ESRCH: gone
+}
+
 // The checks before borrowing `tid`, and its state saved for the restore afterwards.
 detail::Thread& Tracer::Impl::borrow(pid_t tid, size_t arg_count, const char* kind) {
     if (arg_count > 6) throw AttachError(std::string(kind) + " with more than 6 arguments");
@@ -233,7 +238,18 @@ uint64_t Tracer::Impl::call(pid_t tid, uint64_t function, const std::vector<uint
     unsigned long long* slots[] = {&regs.rdi, &regs.rsi, &regs.rdx, &regs.rcx, &regs.r8, &regs.r9};
     for (size_t i = 0; i < args.size(); ++i) *slots[i] = args[i];
     std::string what = "call of " + hex(function);
-    user_regs_struct result = run_remote(t, regs, false, timeout, what);
+    // Threads the callee creates (the payload's control thread) are left untraced: tracing
+    // them would hold the borrowed thread for two more round trips through us (the clone
+    // event, the child's first stop), and nothing needs them stopped.
+    trace_clones(tid, false);
+    user_regs_struct result;
+    try {
+        result = run_remote(t, regs, false, timeout, what);
+    } catch (...) {
+        trace_clones(tid, true);
+        throw;
+    }
+    trace_clones(tid, true);
     Thread& c = threads.at(tid);
     restore_state(c);
     return result.rax;

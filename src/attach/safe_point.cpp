@@ -5,6 +5,7 @@
 // call with such a stack is the fallback.
 #include "attach/proc_files.hpp"
 #include "attach/tracer_impl.hpp"
+#include "attach/unwinder.hpp"
 
 #include <sys/ptrace.h>
 
@@ -47,76 +48,54 @@ bool in(const std::vector<detail::Range>& ranges, uint64_t ip) {
 }  // namespace
 
 // Without an address space the stack check says "libunwind unavailable" and finds no thread.
-void Tracer::Impl::create_unwinder() {
-    unwind_space = unw_create_addr_space(&_UPT_accessors, 0);
-    if (unwind_space) unw_set_caching_policy(unwind_space, UNW_CACHE_GLOBAL);
-}
+void Tracer::Impl::create_unwinder() { unwinder = std::make_unique<detail::Unwinder>(pid); }
 
-void Tracer::Impl::destroy_unwinder() noexcept {
-    if (unwind_space) unw_destroy_addr_space(unwind_space);
-    unwind_space = nullptr;
-}
+void Tracer::Impl::destroy_unwinder() noexcept { unwinder.reset(); }
 
+// With the target running: the code ranges of the loader and libc, and everything the stack
+// check needs from the objects' files, so that a stopped thread waits only for its own walk.
 void Tracer::Impl::load_ranges() {
     loader_ranges.clear();
     libc_ranges.clear();
-    for (const Mapping& m : read_maps(pid)) {
+    std::vector<Mapping> maps = read_maps(pid);
+    for (const Mapping& m : maps) {
         if (proc::is_loader(m.path))
             loader_ranges.push_back({m.start, m.end});
         else if (proc::is_libc(m.path))
             libc_ranges.push_back({m.start, m.end});
     }
+    if (unwinder) unwinder->prepare(maps, [](const std::string& path) { return proc::is_libc(path); });
 }
 
 // True if the stopped thread's stack holds no frame of the loader or the allocator.
 // `skip_first`: frame 0 is the breakpoint (the entry of malloc/free itself).
 bool Tracer::Impl::stack_is_safe(pid_t tid, bool skip_first, std::string& why) {
-    if (!unwind_space) {
+    if (!unwinder) {
         why = "libunwind unavailable";
         return false;
     }
-    void* upt = _UPT_create(tid);
-    if (!upt) {
-        why = "_UPT_create failed";
-        return false;
-    }
-    unw_cursor_t cursor;
     bool safe = true;
-    if (unw_init_remote(&cursor, unwind_space, upt) < 0) {
-        why = "unw_init_remote failed";
-        safe = false;
-    }
-    for (int depth = 0; safe && depth < 256; ++depth) {
-        unw_word_t ip = 0;
-        unw_get_reg(&cursor, UNW_REG_IP, &ip);
+    auto frame = [&](int depth, uint64_t ip) {
         // Return addresses point after the call; look up the call instruction itself.
         uint64_t lookup = depth == 0 ? ip : ip - 1;
         if (in(loader_ranges, lookup)) {
             why = "frame " + std::to_string(depth) + " is in the dynamic loader";
             safe = false;
-            break;
+            return false;
         }
-        // Allocator and dl_iterate_phdr frames live in libc; names elsewhere are not needed
-        // and each lookup costs a file read inside libunwind.
+        // Allocator and dl_iterate_phdr frames live in libc; names elsewhere are not needed.
         if ((depth > 0 || !skip_first) && in(libc_ranges, lookup)) {
-            char name[256];
-            unw_word_t offset = 0;
-            if (unw_get_proc_name(&cursor, name, sizeof name, &offset) == 0 &&
-                is_locking_function(name)) {
+            const char* name = unwinder->function_name(lookup);
+            if (name && is_locking_function(name)) {
                 why = "frame " + std::to_string(depth) + " is in " + name;
                 safe = false;
-                break;
+                return false;
             }
         }
-        int step = unw_step(&cursor);
-        if (step == 0) break;
-        if (step < 0) {
-            // Without unwind info we cannot prove anything about the outer frames.
-            why = "cannot unwind past frame " + std::to_string(depth) + " (" + hex(ip) + ")";
-            safe = false;
-        }
-    }
-    _UPT_destroy(upt);
+        return true;
+    };
+    // Without unwind info for a frame we cannot prove anything about the outer frames.
+    if (!unwinder->walk(tid, 256, frame, why)) return false;
     return safe;
 }
 
@@ -185,8 +164,18 @@ pid_t Tracer::Impl::stop_at_safe_point(const std::vector<uint64_t>& entry_points
                                        std::chrono::milliseconds wait) {
     auto start = Clock::now();
     stats = {};
-    if (unwind_space) unw_flush_cache(unwind_space, 0, 0);
     load_ranges();
+    // A thread whose creator was seized in the middle of clone() is not traced, and a
+    // breakpoint trap in an untraced thread would kill the process: look once more now that
+    // any such clone has long completed.
+    for (int round = 0; round < 100 && seize_new_threads() > 0; ++round) {
+    }
+    // Found now, while nothing is stopped, rather than by the first syscall() on the chosen
+    // thread.
+    try {
+        find_syscall_instruction();
+    } catch (const AttachError&) {
+    }
     auto overall = start + options.timeout;
     pid_t chosen = 0;
     while (chosen == 0) {

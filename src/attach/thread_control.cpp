@@ -46,41 +46,62 @@ void Tracer::Impl::request_failed(pid_t tid, const std::string& what) {
     throw AttachError("cannot " + what + " of " + who(tid) + ": " + strerror(e));
 }
 
+// Registers a thread we trace; its first stop (if any) is handled by handle().
+void Tracer::Impl::add_thread(pid_t tid) {
+    Thread t;
+    t.tid = tid;
+    // While everything is being stopped, a thread that appears must stop too.
+    t.interrupt_pending = stopping_all;
+    threads[tid] = t;
+}
+
+// One pass over /proc/PID/task. Returns how many threads this pass seized itself. Threads come
+// and go all the time in some programs, and neither kind is an error: a thread that exits
+// between the listing and the seize is skipped, and a thread created by a thread we trace
+// already is ours (PTRACE_O_TRACECLONE): the kernel refuses to seize it again (EPERM), and
+// its creator's clone stop and its own first stop are on their way.
+int Tracer::Impl::seize_new_threads() {
+    int seized = 0;
+    for (pid_t tid : proc::task_ids(pid)) {
+        if (threads.count(tid) || dying.count(tid)) continue;
+        // TRACEEXIT: a thread that exits stops first, so we can let it go at once.
+        long seize_options = PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXIT;
+        if (::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(seize_options)) == 0) {
+            add_thread(tid);
+            ++seized;
+            continue;
+        }
+        int e = errno;
+        if (e == ESRCH) continue;  // it exited meanwhile
+        if (e != EPERM) throw AttachError("PTRACE_SEIZE of " + who(tid) + " failed: " + strerror(e));
+        // EPERM: the thread already exited (a zombie), or it is traced already.
+        char state = proc::task_state(pid, tid);
+        if (state == 0 || state == 'Z' || state == 'X') continue;
+        pid_t tracer = proc::task_tracer(pid, tid);
+        if (tracer < 0) continue;  // gone by now
+        if (tracer == ::gettid() || tracer == ::getpid()) {
+            add_thread(tid);
+            continue;
+        }
+        if (tracer > 0)
+            throw NotPermitted(who(tid) + " is already traced by process " + std::to_string(tracer) +
+                               ": detach that debugger first");
+        throw NotPermitted("not permitted to trace " + who(tid) +
+                           ": run as root or with CAP_SYS_PTRACE, or check "
+                           "/proc/sys/kernel/yama/ptrace_scope");
+    }
+    return seized;
+}
+
 void Tracer::Impl::attach() {
     open_memory();
-    for (int round = 0;; ++round) {
-        std::vector<pid_t> tids = proc::task_ids(pid);
-        if (tids.empty() && threads.empty())
-            throw NoSuchProcess(who() + " exited (or does not exist)");
-        bool added = false;
-        for (pid_t tid : tids) {
-            if (threads.count(tid)) continue;
-            // TRACEEXIT: a thread that exits stops first, so we can let it go at once.
-            long seize_options = PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXIT;
-            if (::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(seize_options)) != 0) {
-                int e = errno;
-                if (e == ESRCH) continue;  // the thread exited meanwhile
-                // The kernel refuses to seize a thread that already exited (a zombie).
-                char state = proc::task_state(pid, tid);
-                if (e == EPERM && (state == 0 || state == 'Z' || state == 'X')) continue;
-                if (e == EPERM)
-                    throw NotPermitted("not permitted to trace " + who(tid) +
-                                       " (already traced, or missing rights): "
-                                       "run as root or with CAP_SYS_PTRACE, or check "
-                                       "/proc/sys/kernel/yama/ptrace_scope");
-                throw AttachError("PTRACE_SEIZE of " + who(tid) + " failed: " + strerror(e));
-            }
-            Thread t;
-            t.tid = tid;
-            threads[tid] = t;
-            added = true;
-        }
-        if (!added) break;
+    // Rescan until a pass seizes nothing itself: a thread seized in the middle of clone() may
+    // still create a child that is not traced.
+    for (int round = 0; seize_new_threads() > 0; ++round)
         if (round > 1000) throw AttachError(who() + " creates threads faster than they can be traced");
-    }
+    if (threads.empty()) throw NoSuchProcess(who() + " exited (or does not exist)");
     parent_is_us = proc::parent_of(pid) == ::getpid();
-    if (threads.empty() || ::kill(pid, 0) != 0)
-        throw NoSuchProcess(who() + " exited during attach");
+    if (::kill(pid, 0) != 0) throw NoSuchProcess(who() + " exited during attach");
     create_unwinder();
 }
 
@@ -111,6 +132,15 @@ void Tracer::Impl::release_exiting(pid_t tid) {
     threads.erase(tid);
     if (::ptrace(PTRACE_DETACH, tid, nullptr, nullptr) == 0) dying.erase(tid);
     else dying.insert(tid);  // killed in the exit stop: its death is still ours to reap
+}
+
+// A pending PTRACE_INTERRUPT is satisfied by whatever stop comes first (the kernel clears it at
+// every trap: a clone event, a signal, a breakpoint), so any stop of such a thread holds it.
+bool Tracer::Impl::take_interrupt(Thread& t) {
+    if (!t.interrupt_pending) return false;
+    t.interrupt_pending = false;
+    t.held = true;
+    return true;
 }
 
 // The thread running a remote call or a single step exited or is exiting: its waiter stops.
@@ -151,21 +181,15 @@ void Tracer::Impl::handle(pid_t tid, int status) {
 
     if (event == PTRACE_EVENT_CLONE) {
         unsigned long child = 0;
-        if (::ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &child) == 0 && !threads.count(child)) {
-            Thread n;
-            n.tid = static_cast<pid_t>(child);
-            n.run = Run::Running;  // its first stop (PTRACE_EVENT_STOP) is coming
-            if (detaching) n.interrupt_pending = true;
-            threads[n.tid] = n;
-        }
-        cont(t);
+        if (::ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &child) == 0 && !threads.count(child))
+            add_thread(static_cast<pid_t>(child));  // its first stop (PTRACE_EVENT_STOP) is coming
+        // The thread of a remote call is taken back by its own waiter, at its stop.
+        if (tid == call_tid || !take_interrupt(t)) cont(t);
         return;
     }
     if (event == PTRACE_EVENT_STOP) {
         bool group_stop = is_stop_signal(sig);
-        if (t.interrupt_pending) {
-            t.interrupt_pending = false;
-            t.held = true;
+        if (take_interrupt(t)) {
             if (tid == call_tid) {
                 call_event.seen = true;
                 call_event.status = status;
@@ -186,7 +210,7 @@ void Tracer::Impl::handle(pid_t tid, int status) {
         return;
     }
     if (event != 0) {
-        cont(t);
+        if (tid == call_tid || !take_interrupt(t)) cont(t);
         return;
     }
 
@@ -206,10 +230,8 @@ void Tracer::Impl::handle(pid_t tid, int status) {
                     traps.push_back(tid);
                     return;  // stays stopped: stop_at_safe_point looks at it
                 }
-                if (t.interrupt_pending && detaching) {
-                    t.interrupt_pending = false;
-                    t.held = true;
-                    t.signal_stop = false;  // the SIGTRAP is ours: detach without it
+                if (tid != call_tid && take_interrupt(t)) {
+                    t.signal_stop = false;  // the SIGTRAP is ours: resume without it
                     return;
                 }
                 cont(t);  // a late trap, or a second thread while we decide: suppress it
@@ -223,11 +245,16 @@ void Tracer::Impl::handle(pid_t tid, int status) {
         call_event.info = info;
         return;  // call() decides
     }
-    if (detaching && t.interrupt_pending) {
-        // Detach delivers it: PTRACE_DETACH from a signal-delivery-stop injects the signal.
+    if (t.interrupt_pending && !detaching) {
+        // This stop used up our interrupt. Holding the signal until the thread is resumed would
+        // let later ones merge with it (threads wait longest while everything is stopped):
+        // deliver it now, as the kernel would have, and ask for the stop again.
+        if (cont(t, sig) && ::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) t.lost = true;
+        return;
+    }
+    if (take_interrupt(t)) {
+        // PTRACE_DETACH from a signal-delivery-stop injects it.
         t.kept.push_back(info);
-        t.interrupt_pending = false;
-        t.held = true;
         return;
     }
     // Not ours: deliver it now, exactly as the kernel would have without us.
@@ -352,8 +379,10 @@ detail::Thread& Tracer::Impl::held_thread(pid_t tid) {
     return it->second;
 }
 
-// Asks every running thread to stop; the ones stopped already are held as they are.
+// Asks every running thread to stop; the ones stopped already are held as they are. Threads
+// created from now on are asked too, until stopping_all is cleared.
 void Tracer::Impl::request_stop_all() {
+    stopping_all = true;
     for (auto& [tid, t] : threads) {
         if (t.run == Run::Stopped) {
             t.held = true;
@@ -372,6 +401,7 @@ auto Tracer::Impl::interrupt_everything(Clock::time_point deadline, bool cancell
             if (t.run != Run::Stopped || !t.held) return false;
         return true;
     }, cancellable);
+    stopping_all = false;
     if (w != Wait::Done)
         for (auto& [tid, t] : threads) t.interrupt_pending = false;  // late stops get resumed
     return w;

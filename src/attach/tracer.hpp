@@ -61,6 +61,14 @@ struct ProcessInfo {
 // Throws NoSuchProcess/NotPermitted/AttachError with the message the user should see.
 ProcessInfo inspect_process(pid_t pid);
 
+// Throws NotPermitted, with the user's way out (root, CAP_SYS_PTRACE, ptrace_scope), when this
+// process may not trace `pid` or read its memory; `action` completes "not permitted to ...
+// process N" ("trace", "detach from"). NoSuchProcess when it does not exist.
+void check_trace_permission(pid_t pid, const std::string& action);
+
+// State letter of thread `tid` of process `pid` from /proc (R, S, D, T, t, Z, X; 0 when gone).
+char thread_state(pid_t pid, pid_t tid);
+
 struct Mapping {
     uint64_t start = 0, end = 0, offset = 0;
     std::string perms;  // "r-xp"
@@ -117,7 +125,8 @@ class Tracer {
     // Calls `function(args...)` (at most 6 integer arguments, System V ABI) on the stopped
     // thread `tid`, on a fresh 16-byte-aligned stack area below its red zone, with orig_rax = -1
     // so an interrupted system call is not restarted into the call, and returns rax. Control
-    // comes back through a return address of 0 (SIGSEGV at rip 0). Signals that arrive for `tid`
+    // comes back through a return address of 0 (SIGSEGV at rip 0). Threads the function
+    // creates are not traced (no breakpoint is planted during a call). Signals that arrive for `tid`
     // meanwhile are kept and re-delivered when the thread is resumed. The thread's registers and
     // vector state are restored afterwards (also when this throws CallTimeout/CallCrashed).
     uint64_t call(pid_t tid, uint64_t function, const std::vector<uint64_t>& args,

@@ -3,6 +3,7 @@
 //   thread_control.cpp  seizing, the per-thread stop/resume state machine, exits, kept signals,
 //                       detaching
 //   safe_point.cpp      breakpoints and the stack check that pick a thread holding no lock
+//   unwinder.cpp        the stack walk of that check, from what was read before the stop
 //   remote_call.cpp     register save/restore (vector state included), call(), syscall()
 //   remote_memory.cpp   reading and writing the target's memory
 //   proc_files.cpp      everything read from /proc
@@ -10,8 +11,8 @@
 #pragma once
 
 #include "attach/tracer.hpp"
+#include "attach/unwinder.hpp"
 
-#include <libunwind-ptrace.h>
 #include <signal.h>
 #include <sys/user.h>
 
@@ -20,6 +21,7 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -91,6 +93,7 @@ struct Tracer::Impl {
     sigset_t saved_mask{};
     bool mask_saved = false;
     bool detaching = false;
+    bool stopping_all = false;  // every thread is being stopped: new threads must stop too
 
     std::map<uint64_t, uint8_t> breakpoints;  // planted: address -> original byte
     std::set<uint64_t> old_breakpoints;       // removed, but a thread may still report its trap
@@ -100,7 +103,7 @@ struct Tracer::Impl {
     pid_t call_tid = 0;
     detail::CallEvent call_event;
 
-    unw_addr_space_t unwind_space = nullptr;
+    std::unique_ptr<detail::Unwinder> unwinder;  // the stack check's (unwinder.cpp)
     uint64_t syscall_insn = 0;
     Stats stats;
 
@@ -132,6 +135,9 @@ struct Tracer::Impl {
 
     // ---- thread_control.cpp: seize, stops and resumes, exits, kept signals, detach ----------
     void attach();
+    void add_thread(pid_t tid);
+    int seize_new_threads();
+    bool take_interrupt(Thread& t);
     bool cont(Thread& t, int sig = 0);
     [[noreturn]] void request_failed(pid_t tid, const std::string& what);
     void sweep_lost();
@@ -179,6 +185,7 @@ struct Tracer::Impl {
     void save_state(Thread& t);
     bool restore_state(Thread& t) noexcept;
     Thread& borrow(pid_t tid, size_t arg_count, const char* kind);
+    void trace_clones(pid_t tid, bool on) noexcept;
     user_regs_struct run_remote(Thread& t, user_regs_struct regs, bool single_step,
                                 std::chrono::milliseconds timeout, const std::string& what);
     uint64_t call(pid_t tid, uint64_t function, const std::vector<uint64_t>& args,

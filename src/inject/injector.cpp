@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <optional>
 #include <vector>
 
@@ -459,11 +460,47 @@ AttachResult attach_steps(const AttachOptions& o) {
 
 }  // namespace
 
+namespace {
+
+// A thread that is stopped (by a signal: state T, or by a debugger: state t) cannot run the
+// payload's control thread's work; which one of `tids` is, and how.
+struct StoppedThread {
+    pid_t tid = 0;
+    char state = 0;
+};
+StoppedThread first_stopped(pid_t pid, std::initializer_list<pid_t> tids) {
+    for (pid_t tid : tids) {
+        if (tid <= 0) continue;
+        char state = attach::thread_state(pid, tid);
+        if (state == 'T' || state == 't') return {tid, state};
+    }
+    return {};
+}
+
+std::string stopped_text(pid_t pid, const StoppedThread& s) {
+    std::string who = s.tid == pid ? fmt::format("process {}", pid)
+                                   : fmt::format("memray's control thread {} in process {}", s.tid, pid);
+    return fmt::format("{} is stopped ({})", who,
+                       s.state == 'T' ? "state T" : "state t: a debugger holds it");
+}
+
+std::string resume_hint(pid_t pid, const StoppedThread& s) {
+    return s.state == 'T' ? fmt::format("kill -CONT {}", pid) : "let the debugger continue it";
+}
+
+}  // namespace
+
 DetachResult detach_payload(pid_t pid, std::chrono::milliseconds timeout, bool verbose,
                             const std::function<bool()>& cancelled) {
     Steps steps(verbose);
     if (::kill(pid, 0) != 0 && errno == ESRCH)
         throw attach::NoSuchProcess(fmt::format("no process with pid {}: check the pid (ps -p {})", pid, pid));
+    // Reading the payload's status needs the same rights as attach: say so in attach's words.
+    try {
+        attach::check_trace_permission(pid, "detach from");
+    } catch (const attach::NoSuchProcess&) {
+        throw attach::NoSuchProcess(fmt::format("no process with pid {}: check the pid (ps -p {})", pid, pid));
+    }
     std::vector<attach::Mapping> maps;
     try {
         maps = attach::read_maps(pid);
@@ -476,17 +513,40 @@ DetachResult detach_payload(pid_t pid, std::chrono::milliseconds timeout, bool v
     steps.note("payload state in process {}: {} (generation {})", pid, state_name(s.state),
                s.generation);
     if (!s.busy()) throw NotAttached(fmt::format("{} (process {})", k_detach_hint, pid));
+    // A stopped process cannot finish its capture: say what to do instead of waiting for it.
+    StoppedThread stopped = first_stopped(pid, {pid});
+    if (stopped.tid != 0) {
+        throw AttachError(fmt::format("{}: resume it first ({}), then run 'memray detach {}' again; "
+                                      "tracking goes on until then",
+                                      stopped_text(pid, stopped), resume_hint(pid, stopped), pid));
+    }
     uint64_t generation = s.generation;
     write_stop_request(pid, loaded->status_address, generation);
     double requested = steps.elapsed_ms();
     steps.note("stop requested");
+    std::string output = s.output;
+    auto last_look = clock::now();
+    auto give_up = [&] {
+        if (cancelled && cancelled()) return true;
+        // Stopped after the request was written (or only the control thread is): the request
+        // stays, and the payload acts on it when it runs again.
+        if (clock::now() - last_look < std::chrono::milliseconds(10)) return false;
+        last_look = clock::now();
+        StoppedThread now = first_stopped(pid, {pid, pid_t(s.control_tid)});
+        if (now.tid == 0) return false;
+        throw AttachError(fmt::format(
+            "{}: the stop request is left in place; tracking ends and {} is written when it "
+            "resumes ({})",
+            stopped_text(pid, now), output.empty() ? std::string("the capture") : output,
+            resume_hint(pid, now)));
+    };
     s = wait_for_status(
         pid, loaded->status_address,
         [&](const PayloadStatus& st) {
             return st.generation != generation || st.state == MEMRAY_STATE_STOPPED ||
                    st.state == MEMRAY_STATE_FAILED;
         },
-        timeout, "the end of tracking", cancelled);
+        timeout, "the end of tracking", give_up);
     DetachResult r;
     r.output = s.output;
     r.error_text = s.error_text;

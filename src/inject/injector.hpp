@@ -50,7 +50,10 @@ struct DetachResult {
 
 // Asks the payload of `pid` to stop (no ptrace, no stall) and waits until the capture is final.
 // Throws NotAttached (no session: memray's "no previous memray attach call detected"),
-// attach::NoSuchProcess, attach::CallTimeout, attach::Interrupted.
+// attach::NoSuchProcess, attach::NotPermitted (worded as for attach), attach::CallTimeout,
+// attach::Interrupted, and attach::AttachError when the process is stopped (SIGSTOP or a
+// debugger): before the request, saying what to do; after it, saying that the request stays and
+// completes when the process resumes.
 DetachResult detach_payload(pid_t pid, std::chrono::milliseconds timeout, bool verbose,
                             const std::function<bool()>& cancelled = {});
 

@@ -9,6 +9,7 @@ SKIP (exit 77, with the reason) instead of hiding inside a passing test.
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -16,6 +17,8 @@ import time
 
 import attachtest as at
 import mrtest
+
+DETACH_BOUND = 20  # seconds; detach used to wait 30 s on a stopped process
 
 c = None
 memray = None
@@ -247,6 +250,146 @@ def case_detach_nothing(exe):
     t.finish()
 
 
+def wait_state(pid, states, timeout=10.0):
+    """Waits until the first letter of /proc/PID/stat's state is in `states`; True if it is."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = at.proc_status(pid)
+        if st is None:
+            return False
+        if st.get("State", "?").split()[0] in states:
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def detach_bounded(pid, what):
+    """memray detach, bounded well below the 30 s it used to wait on a stopped process."""
+    try:
+        return mrtest.run([memray, "detach", str(pid)], timeout=DETACH_BOUND)
+    except subprocess.TimeoutExpired:
+        c.check(False, "%s: detach answered within %d s instead of waiting" % (what, DETACH_BOUND))
+        return None
+
+
+def finalized(capture, timeout=30.0):
+    """Waits until the capture holds its trailer (written last, when tracking ends); True if
+    it does in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        p, cap = mrtest.parse_capture(memray, capture)
+        if cap is not None and cap.trailer is not None:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+def case_detach_stopped(exe):
+    """detach of a process stopped with SIGSTOP: says so at once, leaves tracking on, and works
+    once the process runs again."""
+    t = service(exe)
+    if t is None:
+        return
+    capture = os.path.join(work, "stopped.bin")
+    p = at.attach(memray, t.pid, capture)
+    if not at.check_attached(c, p, "detach of a stopped process: attach"):
+        t.kill()
+        return
+    os.kill(t.pid, signal.SIGSTOP)
+    c.check(wait_state(t.pid, "T"), "the target is stopped (state T)")
+    p = detach_bounded(t.pid, "detach of a stopped process")
+    if p is not None:
+        check_error(p, r"stopped", "detach of a stopped process")
+        c.check("kill -CONT %d" % t.pid in p.stderr,
+                "detach of a stopped process: says how to resume it (kill -CONT %d)" % t.pid)
+    c.check(wait_state(t.pid, "T", 1), "detach left the target stopped as it was")
+    os.kill(t.pid, signal.SIGCONT)
+    c.check(wait_state(t.pid, "RSD"), "the target runs again after SIGCONT")
+    c.check(t.request("m 1", r"^done m 1") is not None, "allocation after SIGCONT")
+    p = at.detach(memray, t.pid)
+    at.check_detached(c, p, capture, "detach after SIGCONT")
+    p, data = mrtest.stats_json(memray, capture, work)
+    c.check(p.returncode == 0 and data is not None and data.get("total_num_allocations", 0) > 0,
+            "detach after SIGCONT: the capture is readable and holds the allocations")
+    answers(t, "detach of a stopped process")
+    t.finish()
+
+
+def control_thread(pid):
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                if f.read().strip() == "memray-control":
+                    return int(tid)
+        except OSError:
+            pass
+    return None
+
+
+def case_detach_left_in_place(exe, helper):
+    """The payload's control thread stops (a debugger holds it) after the stop request was
+    written: detach says the request stays, and the capture is finalized once it runs again."""
+    t = service(exe)
+    if t is None:
+        return
+    capture = os.path.join(work, "left.bin")
+    p = at.attach(memray, t.pid, capture)
+    if not at.check_attached(c, p, "request left in place: attach"):
+        t.kill()
+        return
+    tid = control_thread(t.pid)
+    if not c.check(tid is not None, "the payload's control thread is found (memray-control)"):
+        t.kill()
+        return
+    h = at.Target([helper, tid, "stop"])
+    if not c.check(h.expect(r"^seized", 10) is not None, "helper stopped the control thread"):
+        h.kill()
+        t.kill()
+        return
+    p = detach_bounded(t.pid, "request left in place")
+    if p is not None:
+        check_error(p, r"left in place", "request left in place")
+        c.check(re.search(r"control thread %d" % tid, p.stderr) is not None,
+                "request left in place: names the stopped control thread")
+        c.check(re.search(r"written when it resumes", p.stderr) is not None,
+                "request left in place: says the capture is written when it resumes")
+    c.check(not finalized(capture, 0.5), "the capture is not final while the thread is held")
+    h.finish(quit_command="", timeout=10)
+    c.check(finalized(capture), "the capture is finalized once the control thread runs again")
+    p = at.detach(memray, t.pid)
+    c.check("no previous memray attach call detected" in p.stderr,
+            "request left in place: tracking has ended (a second detach finds nothing)")
+    answers(t, "request left in place")
+    t.finish()
+
+
+def case_detach_not_permitted(exe):
+    """A non-root detach of root's process: attach's 'not permitted' wording and way out."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        mrtest.skip("needs root and setpriv to run the CLI as nobody")
+    t = service(exe)
+    if t is None:
+        return
+    capture = os.path.join(work, "rootonly.bin")
+    p = at.attach(memray, t.pid, capture)
+    if not at.check_attached(c, p, "detach not permitted: attach as root"):
+        t.kill()
+        return
+    os.chmod(work, 0o755)
+    p = mrtest.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", memray,
+                    "detach", str(t.pid)], timeout=60)
+    check_error(p, r"not permitted to detach from process %d" % t.pid, "detach not permitted")
+    c.check(re.search(r"uid 0", p.stderr) is not None,
+            "detach not permitted: names the owner (uid 0)")
+    c.check(re.search(r"root|CAP_SYS_PTRACE|ptrace_scope", p.stderr) is not None,
+            "detach not permitted: says how to get permission (root/CAP_SYS_PTRACE/ptrace_scope)")
+    answers(t, "detach not permitted")
+    p = at.detach(memray, t.pid)
+    at.check_detached(c, p, capture, "detach as root afterwards")
+    t.finish()
+
+
 def case_attach_twice(exe):
     t = service(exe)
     if t is None:
@@ -310,6 +453,9 @@ def main():
         "detach-nothing": lambda: case_detach_nothing(exe),
         "attach-twice": lambda: case_attach_twice(exe),
         "output-exists": lambda: case_output_exists(exe),
+        "detach-stopped": lambda: case_detach_stopped(exe),
+        "detach-left-in-place": lambda: case_detach_left_in_place(exe, helper),
+        "detach-not-permitted": lambda: case_detach_not_permitted(exe),
     }
     if name not in cases:
         sys.exit("unknown case %r (known: %s)" % (name, ", ".join(cases)))
