@@ -161,6 +161,7 @@ int start_locked(const PayloadSettings& s, int given_fd) noexcept {
     w.command_line = g_api.command_line;
     w.python_version = python ? python_version_string() : "";
     w.executable = g_api.executable;
+    w.python_allocator = python ? python_allocator_name() : "";
     w.pid = uint64_t(getpid());
     w.start_ns = now_ns();
     timespec wall;

@@ -165,6 +165,7 @@ TEST_CASE("events of several threads arrive complete, in order, with thread name
     REQUIRE(c.trailer);
     CHECK(c.header.pid == uint64_t(getpid()));
     CHECK(c.header.python_version == "");
+    CHECK(c.header.python_allocator == "");
     CHECK((c.header.flags & format::k_flag_native) != 0);  // not Python: native stacks
     CHECK((c.header.flags & format::k_flag_compressed) != 0);
     CHECK(c.header.command_line.find("test-payload-core") != std::string::npos);
@@ -252,6 +253,7 @@ TEST_CASE("native frames come first, then python frames, on one path") {
         bool native = extra[7] == '1';
         Capture c = read_capture(out);
         CHECK(c.header.python_version == "3.99.0");
+        CHECK(c.header.python_allocator == "pymalloc_debug");  // recorded at start
         CHECK(bool(c.header.flags & format::k_flag_native) == native);
         REQUIRE(c.events.size() == 2);
         auto path = c.path(c.events[0].node);
