@@ -490,6 +490,23 @@ extern "C" int memray_payload_start(const char* settings) {
     return rc == 0 ? start_locked(s, -1) : rc;
 }
 
+extern "C" int memray_payload_start_exclusive(const char* settings) {
+    ReentryGuard guard;
+    LockGuard lock(g_api.session.lock);
+    if (session_busy(status_state().load(std::memory_order_acquire))) {
+        set_error("a `memray attach` session is running in this process");
+        return -EBUSY;
+    }
+    if (g_api.session.active) {
+        set_error("tracking is already active in this process");
+        return -EBUSY;
+    }
+    PayloadSettings& s = g_api.start_settings;
+    reset_state(s);
+    int rc = parse_settings(settings, s);
+    return rc == 0 ? start_locked(s, -1) : rc;
+}
+
 extern "C" int memray_payload_stop(void) {
     ReentryGuard guard;
     LockGuard lock(g_api.session.lock);
