@@ -35,7 +35,7 @@
     X(execv, int, (const char*, char* const*), Exec, Optional)                                  \
     X(execvp, int, (const char*, char* const*), Exec, Optional)                                 \
     X(execvpe, int, (const char*, char* const*, char* const*), Exec, Optional)                  \
-    X(fexecve, int, (int, char* const*, char* const*), Exec, Optional)                           \
+    X(fexecve, int, (int, char* const*, char* const*), Exec, Optional)                          \
     X(_exit, void, (int), Exit, Optional)                                                       \
     X(_Exit, void, (int), Exit, Optional)
 
