@@ -92,6 +92,7 @@ struct HeaderFields {
     const char* command_line = "";
     const char* python_version = "";
     const char* executable = "";
+    const char* python_allocator = "";
 };
 
 // Writes magic, version, body length and body.
@@ -108,6 +109,7 @@ inline void encode_file_header(ByteSink& out, const HeaderFields& h) {
     out.put_string(h.python_version);
     out.put_string(h.executable);
     out.put_varint(8);
+    out.put_string(h.python_allocator);
     if (out.overflow) return;
     uint32_t body_len = uint32_t(out.pos - body);
     for (int i = 0; i < 4; ++i) len_at[i] = uint8_t(body_len >> (8 * i));

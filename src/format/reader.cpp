@@ -149,6 +149,7 @@ Reader::Reader(const std::string& path) : m_path(path) {
     m_header.python_version = c.string();
     m_header.executable = c.string();
     m_header.pointer_size = uint32_t(c.varint());
+    m_header.python_allocator = c.string();
     if (!c.ok) {
         std::fclose(m_file);
         m_file = nullptr;

@@ -54,6 +54,10 @@ struct Header {
     std::string python_version;
     std::string executable;
     uint32_t pointer_size = 8;
+    // CPython's name for its allocator at capture start, as _PyMem_GetCurrentAllocatorName()
+    // gives it ("pymalloc", "pymalloc_debug", "malloc", "malloc_debug", "mimalloc", ...);
+    // "" when the target is not Python or the interpreter did not say.
+    std::string python_allocator;
 };
 
 struct Event {

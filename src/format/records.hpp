@@ -85,7 +85,8 @@ enum HeaderFlag : uint32_t {
 // Header body, in order:
 //   varint flags, varint pid, varint start_time_unix_ms, string command_line,
 //   string python_version ("" when the target is not a Python interpreter), string executable,
-//   varint pointer_size (8)
+//   varint pointer_size (8), string python_allocator (CPython's allocator name at capture start,
+//   e.g. "pymalloc" or "pymalloc_debug"; "" when not Python or unknown)
 //
 // Record tags (first byte of every record). varint = unsigned prefix varint: a value that needs
 // n <= 8 groups of 7 bits is stored in n bytes as little-endian (v << n) | (1 << (n - 1)), i.e. the

@@ -161,6 +161,7 @@ int start_locked(const PayloadSettings& s, int given_fd) noexcept {
     w.command_line = g_api.command_line;
     w.python_version = python ? python_version_string() : "";
     w.executable = g_api.executable;
+    w.python_allocator = python ? python_allocator_name() : "";
     w.pid = uint64_t(getpid());
     w.start_ns = now_ns();
     timespec wall;
@@ -485,6 +486,23 @@ extern "C" int memray_payload_start(const char* settings) {
     if (g_api.session.active) return 0;
     PayloadSettings& s = g_api.start_settings;
     reset_state(s);  // in place: 8 KiB must not land on a small stack
+    int rc = parse_settings(settings, s);
+    return rc == 0 ? start_locked(s, -1) : rc;
+}
+
+extern "C" int memray_payload_start_exclusive(const char* settings) {
+    ReentryGuard guard;
+    LockGuard lock(g_api.session.lock);
+    if (session_busy(status_state().load(std::memory_order_acquire))) {
+        set_error("a `memray attach` session is running in this process");
+        return -EBUSY;
+    }
+    if (g_api.session.active) {
+        set_error("tracking is already active in this process");
+        return -EBUSY;
+    }
+    PayloadSettings& s = g_api.start_settings;
+    reset_state(s);
     int rc = parse_settings(settings, s);
     return rc == 0 ? start_locked(s, -1) : rc;
 }

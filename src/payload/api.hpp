@@ -13,6 +13,11 @@ extern "C" {
 // Returns 0 when tracking is active (also when it already was), else a negative code; the text
 // of the last error is available from memray_payload_last_error(). Idempotent.
 __attribute__((visibility("default"))) int memray_payload_start(const char* settings);
+// As memray_payload_start, for callers that own the session they start (the Python Tracker):
+// returns -EBUSY, with nothing changed, when tracking is already active or a `memray attach`
+// session is starting, active or stopping. The check and the start happen under one lock, so two
+// callers racing cannot both believe they started the session.
+__attribute__((visibility("default"))) int memray_payload_start_exclusive(const char* settings);
 // Stops tracking, restores patched slots, flushes and finalizes the capture. Returns 0, or a
 // negative code when nothing was being tracked. Safe to call from any thread, any number of times.
 __attribute__((visibility("default"))) int memray_payload_stop(void);

@@ -6,7 +6,8 @@
 
 // X(name, return type, (parameter types), kind, need)
 //   name  the C symbol; also the enum entry HookId::name, the body hook_name, real_name()
-//   types as the C library declares the function (prctl is variadic there, so is its hook)
+//   types as the C library declares the function (prctl is variadic there, so is its hook);
+//         _exit and _Exit do not return, their hooks neither (the type cannot say so)
 //   kind  HookKind below: what the hook is for
 //   need  Required: tracking does not start when no loaded object defines it; else Optional
 // The parameter types are only spelled out where X uses them (hooks.cpp), so a user that only
@@ -34,7 +35,9 @@
     X(execv, int, (const char*, char* const*), Exec, Optional)                                  \
     X(execvp, int, (const char*, char* const*), Exec, Optional)                                 \
     X(execvpe, int, (const char*, char* const*, char* const*), Exec, Optional)                  \
-    X(fexecve, int, (int, char* const*, char* const*), Exec, Optional)
+    X(fexecve, int, (int, char* const*, char* const*), Exec, Optional)                          \
+    X(_exit, void, (int), Exit, Optional)                                                       \
+    X(_Exit, void, (int), Exit, Optional)
 
 namespace memray::payload {
 
@@ -44,6 +47,7 @@ enum class HookKind : unsigned char {
     Loader,       // patches objects loaded later, refreshes the capture's object list
     ThreadName,   // renames a thread: ThreadInfo records
     Exec,         // finalizes the capture before the program image is replaced
+    Exit,         // finalizes the capture before the process ends without running destructors
 };
 
 enum class HookNeed : unsigned char { Required, Optional };

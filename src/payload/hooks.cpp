@@ -287,40 +287,55 @@ int hook_pthread_setname_np(pthread_t thread, const char* name) noexcept {
 }
 
 // ---------------------------------------------------------------------------------------------
-// exec: the new program image would drop the writer thread and its unflushed blocks, so the
-// capture is finalized first. Only the process that owns the capture does this: a fork child
-// has tracking off already, and a vfork child shares our memory but must not touch our writer.
+// exec and _exit: the new program image, or the end of the process without atexit handlers and
+// destructors (os._exit() in forked workers), would drop the writer thread and its unflushed
+// blocks, so the capture is finalized first. Only the process that owns the capture does this:
+// a fork child has tracking off already, and a vfork child shares our memory but must not touch
+// our writer.
 
-void finish_before_exec() noexcept {
+void finish_capture_here() noexcept {
     if (!tracking_enabled() || ReentryGuard::active() || getpid() != g_hooks.install_pid) return;
     ErrnoKeeper keep;
     memray_payload_stop();
 }
 
 int hook_execve(const char* path, char* const argv[], char* const envp[]) noexcept {
-    finish_before_exec();
+    finish_capture_here();
     return real_execve()(path, argv, envp);
 }
 
 int hook_execv(const char* path, char* const argv[]) noexcept {
-    finish_before_exec();
+    finish_capture_here();
     return real_execv()(path, argv);
 }
 
 int hook_execvp(const char* file, char* const argv[]) noexcept {
-    finish_before_exec();
+    finish_capture_here();
     return real_execvp()(file, argv);
 }
 
 int hook_execvpe(const char* file, char* const argv[], char* const envp[]) noexcept {
-    finish_before_exec();
+    finish_capture_here();
     return real_execvpe()(file, argv, envp);
 }
 
 int hook_fexecve(int fd, char* const argv[], char* const envp[]) noexcept {
-    finish_before_exec();
+    finish_capture_here();
     return real_fexecve()(fd, argv, envp);
 }
+
+[[noreturn]] void exit_now(_exit_fn real, int status) noexcept {
+    finish_capture_here();
+    if (real) real(status);
+    syscall(SYS_exit_group, status);  // only if the real one returned or was never found
+    __builtin_unreachable();
+}
+
+void hook__exit(int status) noexcept { exit_now(real__exit(), status); }
+
+// glibc exports _Exit as its own symbol (an alias of _exit): a program that calls it has a slot
+// of that name.
+void hook__Exit(int status) noexcept { exit_now(real__Exit(), status); }
 
 // ---------------------------------------------------------------------------------------------
 

@@ -270,6 +270,21 @@ const char* python_version_string() noexcept {
     return g_python.layout.load(std::memory_order_acquire) ? g_python.version : "";
 }
 
+const char* python_allocator_name() noexcept {
+    if (g_python.layout.load(std::memory_order_acquire) == nullptr) return "";
+    // Before initialization PYTHONMALLOC is not applied yet (a preloaded payload starts then):
+    // the answer would be the build's default, not what the program runs with.
+    if (!g_python.is_initialized()) return "";
+    // Exported by every supported CPython (3.8+) though not in its public headers since 3.13. It
+    // compares the installed allocator functions with the known ones: no GIL needed, and the
+    // string it returns is a literal of libpython.
+    using AllocatorNameFn = const char* (*)();
+    auto fn = reinterpret_cast<AllocatorNameFn>(
+        dlsym(RTLD_DEFAULT, "_PyMem_GetCurrentAllocatorName"));
+    const char* name = fn ? fn() : nullptr;
+    return name ? name : "";
+}
+
 uint32_t python_line_format() noexcept {
     const Layout* l = g_python.layout.load(std::memory_order_acquire);
     return l ? l->version : 0;

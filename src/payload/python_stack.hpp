@@ -19,6 +19,11 @@ struct PyFrameRef {
 bool python_init() noexcept;
 // "3.11.7" or "" when not Python.
 const char* python_version_string() noexcept;
+// The interpreter's own name for its memory allocator ("pymalloc", "pymalloc_debug", "malloc",
+// "mimalloc", ...; see PYTHONMALLOC), or "" when not Python, not initialized yet (PYTHONMALLOC
+// not applied) or it cannot say (e.g. hooks of another tool replaced the allocators). Cold path:
+// looks the function up each call.
+const char* python_allocator_name() noexcept;
 // Line-table format id stored in Code records: 0xMMmm (e.g. 0x030b for 3.11).
 uint32_t python_line_format() noexcept;
 

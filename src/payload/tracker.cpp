@@ -64,15 +64,26 @@ constinit TrackerState g_tracker;
 
 long sys_gettid() noexcept { return syscall(SYS_gettid); }
 
+bool cpu_has_rdtscp() noexcept {
+#if defined(__x86_64__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(0x80000001u, &a, &b, &c, &d) && (d & (1u << 27));
+#else
+    return false;
+#endif
+}
+
 // The TSC is the event clock only where the kernel itself trusts it to be synchronized across
 // CPUs and constant-rate (it then makes it the clocksource) and rdtscp exists (the ordering
-// argument in thread_state.hpp needs it). MEMRAY_EVENT_CLOCK=monotonic forces clock_gettime.
+// argument in thread_state.hpp needs it). MEMRAY_EVENT_CLOCK=monotonic forces clock_gettime;
+// MEMRAY_EVENT_CLOCK=tsc skips the clocksource check (tests run the TSC path on machines whose
+// kernel chose another clocksource, e.g. kvm-clock in a VM) but never the rdtscp one.
 bool tsc_usable() noexcept {
 #if defined(__x86_64__)
     const char* forced = getenv("MEMRAY_EVENT_CLOCK");
     if (forced && std::strcmp(forced, "monotonic") == 0) return false;
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid(0x80000001u, &a, &b, &c, &d) || !(d & (1u << 27))) return false;  // RDTSCP
+    if (!cpu_has_rdtscp()) return false;
+    if (forced && std::strcmp(forced, "tsc") == 0) return true;
     int fd = open("/sys/devices/system/clocksource/clocksource0/current_clocksource",
                   O_RDONLY | O_CLOEXEC);
     if (fd < 0) return false;
@@ -311,6 +322,12 @@ bool tracker_init() noexcept {
     }
     g_tracker.hot_fence = g_tracker.barrier == Barrier::HotPathFence;
     g_clock_tsc = tsc_usable();
+    const char* forced = getenv("MEMRAY_EVENT_CLOCK");
+    if (forced && *forced && std::strcmp(forced, "tsc") != 0 && std::strcmp(forced, "monotonic") != 0)
+        log(LogLevel::Warning, "MEMRAY_EVENT_CLOCK=%s ignored: use tsc or monotonic", forced);
+    else if (forced && std::strcmp(forced, "tsc") == 0 && !g_clock_tsc)
+        log(LogLevel::Warning, "MEMRAY_EVENT_CLOCK=tsc ignored: this CPU has no rdtscp");
+    log(LogLevel::Debug, "event clock: %s", g_clock_tsc ? "tsc" : "monotonic");
     g_tracker.initialized = true;
     // Threads that recorded before init (none in practice) get their exit key lazily.
     if (t_state) pthread_setspecific(g_tracker.exit_key, t_state);

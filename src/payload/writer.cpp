@@ -545,6 +545,7 @@ int writer_start(const WriterOptions& options, char* err, size_t err_len) noexce
     h.command_line = options.command_line;
     h.python_version = options.python_version;
     h.executable = options.executable;
+    h.python_allocator = options.python_allocator;
     encode_file_header(g_session.block, h);
     if (g_session.block.overflow) {
         snprintf(err, err_len, "file header too large");

@@ -16,6 +16,7 @@ struct WriterOptions {
     const char* command_line = "";
     const char* python_version = "";
     const char* executable = "";
+    const char* python_allocator = "";
     uint64_t pid = 0;
     uint64_t start_ns = 0;         // now_ns() at start: event times are stored relative to it
     uint64_t start_unix_ms = 0;

@@ -167,6 +167,13 @@ std::string module_for_stack(const std::vector<Frame>& frames) {
     return "<root>";
 }
 
+std::string python_allocator_label(const std::string& recorded) {
+    if (recorded == "pymalloc" || recorded == "malloc" || recorded == "mimalloc") return recorded;
+    if (recorded == "pymalloc_debug") return "pymalloc debug";
+    if (recorded == "mimalloc_debug") return "mimalloc debug";
+    return "unknown";
+}
+
 std::string format_local_time(uint64_t unix_ms) {
     time_t secs = time_t(unix_ms / 1000);
     unsigned micros = unsigned(unix_ms % 1000) * 1000;
@@ -341,8 +348,7 @@ Stats compute_stats(const format::Reader& reader, AllocationTracker& tracker,
             break;
         }
     }
-    // The capture does not record which allocator CPython was configured with.
-    md.python_allocator = "unknown";
+    md.python_allocator = python_allocator_label(h.python_allocator);
     md.has_native_traces = (h.flags & format::k_flag_native) != 0;
     md.trace_python_allocators = (h.flags & format::k_flag_python_allocators) != 0;
     md.file_format = (h.flags & format::k_flag_aggregated) ? 1 : 0;

@@ -64,6 +64,11 @@ std::string render_stats_json(const Stats& s);
 // Top-level module name for a stack (innermost non-stdlib frame), "<root>" when none.
 std::string module_for_stack(const std::vector<Frame>& frames);
 
+// memray's label for the allocator name a capture header records (format::Header::
+// python_allocator): "pymalloc", "pymalloc debug", "malloc", "mimalloc", "mimalloc debug", and
+// "unknown" for anything else (malloc_debug, a replaced allocator, a capture of no Python).
+std::string python_allocator_label(const std::string& recorded);
+
 // Local-time rendering of a Unix time in milliseconds, as Python's str(datetime.astimezone()).
 std::string format_local_time(uint64_t unix_ms);
 

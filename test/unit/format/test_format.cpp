@@ -29,6 +29,7 @@ class CaptureBuilder {
         h.command_line = "python3 demo.py --x";
         h.python_version = "3.11.7";
         h.executable = "/usr/bin/python3.11";
+        h.python_allocator = "pymalloc_debug";
         encode_file_header(s, h);
         REQUIRE(!s.overflow);
         m_file.assign(hdr.data(), hdr.data() + s.size());
@@ -133,6 +134,7 @@ TEST_CASE("round trip of every record type, compressed and raw") {
         CHECK(r.header().command_line == "python3 demo.py --x");
         CHECK(r.header().python_version == "3.11.7");
         CHECK(r.header().executable == "/usr/bin/python3.11");
+        CHECK(r.header().python_allocator == "pymalloc_debug");
         CHECK((r.header().flags & k_flag_native) != 0);
         auto c = read_everything(r);
         REQUIRE(c.events.size() == 5);

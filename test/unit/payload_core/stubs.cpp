@@ -19,6 +19,9 @@ namespace memray::payload {
 
 bool python_init() noexcept { return stubs::python_present; }
 const char* python_version_string() noexcept { return stubs::python_present ? "3.99.0" : ""; }
+const char* python_allocator_name() noexcept {
+    return stubs::python_present ? "pymalloc_debug" : "";
+}
 uint32_t python_line_format() noexcept { return 0x0363; }
 
 size_t python_walk(PyFrameRef* out, size_t max) noexcept {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -131,11 +132,29 @@ __attribute__((noinline)) void record_here(const void* address, size_t size) {
 
 }  // namespace
 
+TEST_CASE("an exclusive start starts like the plain one when nothing runs") {
+    std::string out = temp_path("exclusive");
+    REQUIRE(memray_payload_start_exclusive(settings_for(out).c_str()) == 0);
+    CHECK(memray_payload_active() == 1);
+    CHECK(memray_payload_start_exclusive(settings_for(out).c_str()) == -EBUSY);
+    REQUIRE(memray_payload_stop() == 0);
+    CHECK(memray_payload_active() == 0);
+    Capture c = read_capture(out);
+    CHECK(c.trailer);
+    unlink(out.c_str());
+}
+
 TEST_CASE("events of several threads arrive complete, in order, with thread names") {
     std::string out = temp_path("threads");
     REQUIRE(memray_payload_start(settings_for(out).c_str()) == 0);
     CHECK(memray_payload_active() == 1);
     CHECK(memray_payload_start(settings_for(out).c_str()) == 0);  // idempotent
+    // ... unless the caller asks to own the session: busy, and the running one is untouched.
+    const std::string second = temp_path("second");
+    CHECK(memray_payload_start_exclusive(settings_for(second).c_str()) == -EBUSY);
+    CHECK(std::string(memray_payload_last_error()).find("already active") != std::string::npos);
+    CHECK(access(second.c_str(), F_OK) != 0);  // nothing created for the refused session
+    CHECK(memray_payload_active() == 1);
     CHECK(writer_thread_exists());
 
     // More events per thread than a ring holds: producers must wait, never drop.
@@ -165,6 +184,7 @@ TEST_CASE("events of several threads arrive complete, in order, with thread name
     REQUIRE(c.trailer);
     CHECK(c.header.pid == uint64_t(getpid()));
     CHECK(c.header.python_version == "");
+    CHECK(c.header.python_allocator == "");
     CHECK((c.header.flags & format::k_flag_native) != 0);  // not Python: native stacks
     CHECK((c.header.flags & format::k_flag_compressed) != 0);
     CHECK(c.header.command_line.find("test-payload-core") != std::string::npos);
@@ -252,6 +272,7 @@ TEST_CASE("native frames come first, then python frames, on one path") {
         bool native = extra[7] == '1';
         Capture c = read_capture(out);
         CHECK(c.header.python_version == "3.99.0");
+        CHECK(c.header.python_allocator == "pymalloc_debug");  // recorded at start
         CHECK(bool(c.header.flags & format::k_flag_native) == native);
         REQUIRE(c.events.size() == 2);
         auto path = c.path(c.events[0].node);

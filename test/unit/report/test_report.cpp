@@ -449,6 +449,32 @@ TEST_CASE("stats of a python capture: totals, allocators, locations, text and JS
     std::remove(path.c_str());
 }
 
+TEST_CASE("stats metadata: python_allocator comes from the capture header, with memray's labels") {
+    const std::pair<const char*, const char*> cases[] = {
+        {"pymalloc", "pymalloc"},         {"pymalloc_debug", "pymalloc debug"},
+        {"malloc", "malloc"},             {"malloc_debug", "unknown"},
+        {"mimalloc", "mimalloc"},         {"mimalloc_debug", "mimalloc debug"},
+        {"", "unknown"},                  {"something_else", "unknown"}};
+    for (const auto& [recorded, label] : cases) {
+        CAPTURE(recorded);
+        std::string path = temp_path("allocator.bin");
+        {
+            format::HeaderFields h = python_header();
+            h.python_allocator = recorded;
+            CaptureBuilder b(path, h);
+            b.finish(1000);
+        }
+        Loaded l(path);
+        CHECK(l.reader.header().python_allocator == recorded);
+        report::StackResolver res(l.reader);
+        report::Stats st = report::compute_stats(l.reader, l.tracker, res, 5);
+        CHECK(st.metadata.python_allocator == label);
+        CHECK(report::render_stats_json(st).find(std::string("\"python_allocator\": \"") + label +
+                                                 "\"") != std::string::npos);
+        std::remove(path.c_str());
+    }
+}
+
 TEST_CASE("native capture: stats names the innermost Python frame, tree hides CPython's frames") {
     std::string path = temp_path("native-python.bin");
     {
