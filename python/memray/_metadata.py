@@ -38,8 +38,9 @@ def metadata_from(fields, peak_memory):
         command_line=fields["command_line"],
         pid=fields["pid"],
         main_thread_id=fields["main_thread_id"],
-        # Captures do not record which allocator CPython was configured with.
-        python_allocator="unknown",
+        # Recorded by the payload when tracking starts (memray's labels; "unknown" for a
+        # program that is not Python or a capture older than the field).
+        python_allocator=fields.get("python_allocator") or "unknown",
         has_native_traces=fields["has_native_traces"],
         trace_python_allocators=fields["trace_python_allocators"],
         file_format=FileFormat(fields["file_format"]),

@@ -146,7 +146,7 @@ PyObject* compute_statistics(PyObject*, PyObject* args) {
         const report::StatsMetadata& m = stats.metadata;
         return Py_BuildValue(
             "{s:K,s:K,s:K,s:N,s:N,s:N,s:N,s:N,s:N,"
-            "s:K,s:K,s:K,s:K,s:N,s:K,s:K,s:O,s:O,s:i}",
+            "s:K,s:K,s:K,s:K,s:N,s:K,s:K,s:O,s:O,s:i,s:N}",
             "total_num_allocations", (unsigned long long)stats.total_num_allocations,
             "total_memory_allocated", (unsigned long long)stats.total_bytes_allocated,
             "peak_memory_allocated", (unsigned long long)stats.peak_memory,
@@ -165,7 +165,8 @@ PyObject* compute_statistics(PyObject*, PyObject* args) {
             "main_thread_id", (unsigned long long)m.main_thread_id,
             "has_native_traces", m.has_native_traces ? Py_True : Py_False,
             "trace_python_allocators", m.trace_python_allocators ? Py_True : Py_False,
-            "file_format", m.file_format);
+            "file_format", m.file_format,  //
+            "python_allocator", to_str(m.python_allocator));
     } catch (...) {
         set_python_error();
         return nullptr;

@@ -9,6 +9,7 @@
 
 #include "python/capture.hpp"
 #include "python/py_common.hpp"
+#include "report/stats.hpp"
 
 namespace memray::python {
 
@@ -104,9 +105,12 @@ PyObject* capture_header(PyObject* self, PyObject*) {
         const Capture& c = capture_of(self);
         const format::Reader& r = c.reader();
         const format::Header& h = r.header();
+        // The main thread is the one whose tid is the pid (the first one seen need not be).
         uint64_t main_tid = r.threads().size() > 1 ? r.threads()[1].tid : 0;
+        for (const auto& t : r.threads())
+            if (t.tid == h.pid) main_tid = t.tid;
         return Py_BuildValue(
-            "{s:I,s:K,s:K,s:K,s:N,s:N,s:N,s:K,s:K,s:K,s:K,s:O,s:O,s:O,s:O,s:N}",  //
+            "{s:I,s:K,s:K,s:K,s:N,s:N,s:N,s:K,s:K,s:K,s:K,s:O,s:O,s:O,s:O,s:N,s:N}",  //
             "version", unsigned(h.version),                                     //
             "pid", (unsigned long long)h.pid,                                   //
             "start_time_ms", (unsigned long long)h.start_time_unix_ms,          //
@@ -122,7 +126,8 @@ PyObject* capture_header(PyObject* self, PyObject*) {
             "python_allocators", (h.flags & format::k_flag_python_allocators) ? Py_True : Py_False,
             "aggregated", (h.flags & format::k_flag_aggregated) ? Py_True : Py_False,
             "truncated", r.truncated() ? Py_True : Py_False,                    //
-            "truncation_reason", to_str(r.truncation_reason()));
+            "truncation_reason", to_str(r.truncation_reason()),                //
+            "python_allocator", to_str(report::python_allocator_label(h.python_allocator)));
     } catch (...) {
         set_python_error();
         return nullptr;

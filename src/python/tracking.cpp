@@ -70,7 +70,9 @@ bool load_payload(const std::string& path) {
         return false;
     }
     PayloadApi api;
-    if (!bind(handle, "memray_payload_start", api.start) ||
+    // The exclusive start: -EBUSY when a session already runs, decided under the payload's start
+    // lock, so two Trackers (or a Tracker and an attach) starting at once cannot both win.
+    if (!bind(handle, "memray_payload_start_exclusive", api.start) ||
         !bind(handle, "memray_payload_stop", api.stop) ||
         !bind(handle, "memray_payload_active", api.active) ||
         !bind(handle, "memray_payload_last_error", api.last_error) ||
@@ -133,6 +135,12 @@ PyObject* tracking_start(PyObject*, PyObject* args, PyObject* kwargs) {
     Py_BEGIN_ALLOW_THREADS
     rc = g_api.start(text.c_str());
     Py_END_ALLOW_THREADS
+    if (rc == -EBUSY) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "No more than one Tracker instance can be active at the same time (%s)",
+                     *busy_reason() ? busy_reason() : "another session started meanwhile");
+        return nullptr;
+    }
     if (rc != 0) {
         const char* why = g_api.last_error();
         PyObject* err = Py_BuildValue("(is)", -rc, why && *why ? why : std::strerror(-rc));

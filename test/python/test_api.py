@@ -102,6 +102,15 @@ class KnownAllocations(unittest.TestCase):
         self.assertFalse(md.has_native_traces)
         self.assertFalse(md.trace_python_allocators)
         self.assertEqual(md.file_format, memray.FileFormat.ALL_ALLOCATIONS)
+        # Recorded by the payload when tracking started (this interpreter runs with its default
+        # allocator, or PYTHONMALLOC's): one of memray's labels, the same through both APIs.
+        self.assertIn(md.python_allocator, ("pymalloc", "pymalloc debug", "malloc", "mimalloc",
+                                            "mimalloc debug"))
+        expected = "malloc" if os.environ.get("PYTHONMALLOC", "").startswith("malloc") else None
+        if expected:
+            self.assertEqual(md.python_allocator, expected)
+        self.assertEqual(memray.compute_statistics(self.path).metadata.python_allocator,
+                         md.python_allocator)
         self.assertGreaterEqual(md.peak_memory, LEAKED + THREAD_KEPT + 2)
         self.assertLessEqual(md.start_time, md.end_time)
         records = list(self.reader.get_allocation_records())
