@@ -1,4 +1,5 @@
-// `memray attach [-o FILE] [-f] [--native] [--no-compress] [--duration SECONDS] [-v] <pid>`
+// `memray attach [-o FILE] [-f] [--native] [--compress-on-exit | --no-compress]
+//                [--duration SECONDS] [--method M] [-v] <pid>`
 //
 // The CLI creates the capture file itself (so a relative path means the CLI's directory, also for
 // a target in another mount namespace) and hands the open descriptor to the target; see
@@ -16,6 +17,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -44,14 +46,15 @@ struct AttachOptions {
     std::string output;
     bool force = false;
     bool native = false;
+    bool compress_on_exit = false;  // the default; memray's spelling of it
     bool no_compress = false;
     double duration = 0;
     bool verbose = false;
+    std::string method;  // memray's choice of debugger; we inject ourselves
     // Options of memray that arrive with later work.
     bool aggregate = false;
     bool follow_fork = false;
     bool trace_python_allocators = false;
-    bool compress_on_exit = false;
 };
 
 // The one-line summary after --duration, read with the report code.
@@ -75,12 +78,15 @@ void run_attach(const AttachOptions& o) {
     reject_planned_option(o.aggregate, "aggregate");
     reject_planned_option(o.follow_fork, "follow-fork");
     reject_planned_option(o.trace_python_allocators, "trace-python-allocators");
-    reject_planned_option(o.compress_on_exit, "compress-on-exit");
     if (o.output.empty())
         throw UsageError("the live view is not supported yet: give -o FILE", k_usage_exit);
     if (o.duration < 0 || std::isnan(o.duration))
         throw UsageError("--duration must be a positive number of seconds", k_usage_exit);
     pid_t pid = parse_pid(o.pid);
+    if (!o.method.empty()) {
+        std::fprintf(stderr, "memray: note: --method %s ignored: memray attaches without a debugger\n",
+                     o.method.c_str());
+    }
 
     std::string payload = resolve_payload();
     std::string output_abs = fs::absolute(o.output).lexically_normal().string();
@@ -142,8 +148,17 @@ void run_attach(const AttachOptions& o) {
                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                      std::chrono::duration<double>(o.duration));
     bool exited = false;
+    // Watching the status too: a write error (disk full) ends tracking early, and is reported
+    // when it happens rather than when the duration is over.
+    std::optional<inject::LoadedPayload> loaded = inject::find_loaded_payload(pid);
     while (std::chrono::steady_clock::now() < until && !signals.cancelled()) {
         if (::kill(pid, 0) != 0 && errno == ESRCH) {
+            exited = true;
+            break;
+        }
+        try {
+            if (loaded && !inject::read_status(pid, loaded->status_address).busy()) break;
+        } catch (const attach::NoSuchProcess&) {
             exited = true;
             break;
         }
@@ -152,9 +167,8 @@ void run_attach(const AttachOptions& o) {
     if (!exited) {
         try {
             // A second Ctrl-C must not abandon the stop half way: the capture is nearly done.
-            auto d = inject::detach_payload(pid, k_detach_timeout, o.verbose);
-            if (!d.error_text.empty())
-                std::fprintf(stderr, "memray: warning: %s\n", d.error_text.c_str());
+            // A write error that ended tracking is thrown from here (exit 1, no summary).
+            stop_tracking(pid, k_detach_timeout, o.verbose);
         } catch (const attach::NoSuchProcess&) {
             exited = true;
         } catch (const inject::NotAttached&) {
@@ -174,14 +188,20 @@ void register_attach(CLI::App& app) {
     sub->add_option("-o,--output", o->output, "Capture file to write (required for now)");
     sub->add_flag("-f,--force", o->force, "Overwrite the output file if it exists");
     sub->add_flag("--native", o->native, "Record native (C/C++) stack frames as well");
-    sub->add_flag("--no-compress", o->no_compress, "Write uncompressed blocks");
+    auto* coe = sub->add_flag("--compress-on-exit", o->compress_on_exit,
+                              "Compress the capture with lz4 (the default)");
+    auto* nc = sub->add_flag("--no-compress", o->no_compress, "Write uncompressed blocks");
+    coe->excludes(nc);
+    nc->excludes(coe);
     sub->add_option("--duration", o->duration,
                     "Track for this many seconds, then detach and summarize the capture");
+    sub->add_option("--method", o->method,
+                    "Accepted for compatibility with memray and ignored: no debugger is needed")
+        ->check(CLI::IsMember({"auto", "sys.remote_exec", "gdb", "lldb"}));
     sub->add_flag("-v,--verbose", o->verbose, "Print each step with its timing on stderr");
     sub->add_flag("--aggregate", o->aggregate, "Not supported yet");
     sub->add_flag("--follow-fork", o->follow_fork, "Not supported yet");
     sub->add_flag("--trace-python-allocators", o->trace_python_allocators, "Not supported yet");
-    sub->add_flag("--compress-on-exit", o->compress_on_exit, "Not supported yet");
     sub->footer("Stop tracking with 'memray detach PID'; the target keeps running either way.");
     sub->callback([o] { run_attach(*o); });
 }

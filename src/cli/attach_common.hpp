@@ -1,4 +1,4 @@
-// Shared by attach.cpp and detach.cpp: the pid argument and Ctrl-C handling.
+// Shared by attach.cpp and detach.cpp: the pid argument, Ctrl-C handling and the stop.
 #pragma once
 
 #include <fmt/core.h>
@@ -6,10 +6,13 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <string>
 
 #include "cli/commands.hpp"
+#include "inject/injector.hpp"
 
 namespace memray::cli {
 
@@ -48,5 +51,23 @@ class CancelOnSignals {
     static constexpr int k_signals[3] = {SIGINT, SIGTERM, SIGHUP};
     struct sigaction m_old[3] {};
 };
+
+// Ends the session in `pid` as `memray detach` does. A write error that ended tracking early
+// (disk full, EIO) is the payload's to report, whether it happened before this call (the session
+// had already stopped: NotAttached from the injector) or during the final flush: it is thrown as
+// inject::TrackingStopped, so that the command exits 1 instead of writing "Wrote FILE".
+inline inject::DetachResult stop_tracking(pid_t pid, std::chrono::milliseconds timeout, bool verbose,
+                                          const std::function<bool()>& cancelled = {}) {
+    inject::DetachResult r;
+    try {
+        r = inject::detach_payload(pid, timeout, verbose, cancelled);
+    } catch (const inject::NotAttached&) {
+        if (auto failure = inject::take_write_failure(pid, true))
+            throw inject::TrackingStopped(*failure);
+        throw;
+    }
+    if (auto failure = inject::take_write_failure(pid, false)) throw inject::TrackingStopped(*failure);
+    return r;
+}
 
 }  // namespace memray::cli

@@ -28,15 +28,14 @@ void run_detach(const DetachOptions& o) {
     CancelOnSignals signals;
     inject::DetachResult r;
     try {
-        r = inject::detach_payload(pid, std::chrono::milliseconds(30000), o.verbose,
-                                   [&signals] { return signals.cancelled(); });
+        r = stop_tracking(pid, std::chrono::milliseconds(30000), o.verbose,
+                          [&signals] { return signals.cancelled(); });
     } catch (const attach::Interrupted&) {
         // The stop was requested already: the payload finishes the capture on its own.
         throw UsageError(fmt::format("interrupted: process {} is finishing its capture on its own",
                                      pid),
                          130);
     }
-    if (!r.error_text.empty()) std::fprintf(stderr, "memray: warning: %s\n", r.error_text.c_str());
     if (o.verbose) std::fprintf(stderr, "memray: capture finalized %.1f ms after the stop request\n", r.stop_ms);
     std::printf("Wrote %s\n", r.output.c_str());
     std::fflush(stdout);

@@ -1,7 +1,9 @@
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 
@@ -21,11 +23,21 @@ void register_planned(CLI::App& app, const char* name, const char* what) {
     });
 }
 
+// memray's global -v (repeatable): more log output. Ours is the payload's, whose level
+// MEMRAY_LOG_LEVEL sets (launch::log_level_from_environment); an explicit value wins.
+void raise_verbosity(std::int64_t count) {
+    if (count <= 0 || std::getenv("MEMRAY_LOG_LEVEL")) return;
+    ::setenv("MEMRAY_LOG_LEVEL", count == 1 ? "1" : "0", 1);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     CLI::App app{"memray: memory profiler for Python and native programs"};
-    app.set_version_flag("--version", std::string("memray ") + MEMRAY_VERSION);
+    app.set_version_flag("-V,--version", std::string("memray ") + MEMRAY_VERSION);
+    app.add_flag_function("-v,--verbose", raise_verbosity,
+                          "More log output from the tracked process (-v info, -vv debug); "
+                          "MEMRAY_LOG_LEVEL wins when set");
     app.require_subcommand(1);
     int exit_status = 0;
     memray::cli::register_run(app, exit_status);

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <ctime>
 #include <thread>
 
 #include "inject/elf_symbols.hpp"
@@ -56,6 +57,8 @@ bool PayloadStatus::busy() const {
     return state == MEMRAY_STATE_STARTING || state == MEMRAY_STATE_WAITING_FOR_OUTPUT ||
            state == MEMRAY_STATE_ACTIVE || state == MEMRAY_STATE_STOPPING;
 }
+
+bool PayloadStatus::write_failed() const { return state == MEMRAY_STATE_STOPPED && error_code != 0; }
 
 const char* state_name(uint32_t state) {
     switch (state) {
@@ -108,17 +111,20 @@ std::optional<LoadedPayload> find_loaded_payload(pid_t pid) {
 }
 
 PayloadStatus read_status(pid_t pid, uint64_t address) {
-    memray_payload_status_t raw;
+    memray_payload_status_t raw{};
     // The header first: a payload of another version may have a different layout after it.
     read_remote(pid, address, &raw, offsetof(memray_payload_status_t, state));
-    if (raw.magic != MEMRAY_STATUS_MAGIC || raw.version != MEMRAY_STATUS_VERSION ||
-        raw.size < sizeof raw) {
+    // Fields are only appended: an older payload's status is a prefix of ours (from version 1).
+    constexpr uint32_t k_v1_size = offsetof(memray_payload_status_t, stopped_unix_ms);
+    if (raw.magic != MEMRAY_STATUS_MAGIC || raw.version < 1 || raw.version > MEMRAY_STATUS_VERSION ||
+        raw.size < (raw.version == 1 ? k_v1_size : sizeof raw)) {
         throw attach::AttachError(fmt::format(
             "process {} has a memray payload of another version loaded (status version {}, this "
             "memray speaks {}); restart the process to use this memray",
             pid, raw.version, MEMRAY_STATUS_VERSION));
     }
-    read_remote(pid, address, &raw, sizeof raw);
+    uint32_t known = raw.version == 1 ? k_v1_size : uint32_t(sizeof raw);
+    read_remote(pid, address, &raw, known);
     // The payload fills the text fields before it publishes `state` (release); one
     // process_vm_readv copies in address order and `state` comes first, so the text read is at
     // least as new as the state returned.
@@ -131,6 +137,7 @@ PayloadStatus read_status(pid_t pid, uint64_t address) {
     s.stop_request = raw.stop_request;
     s.output = bounded(raw.output, sizeof raw.output);
     s.error_text = bounded(raw.error_text, sizeof raw.error_text);
+    if (raw.version >= 2) s.stopped_unix_ms = raw.stopped_unix_ms;
     return s;
 }
 
@@ -145,6 +152,39 @@ void write_stop_request(pid_t pid, uint64_t address, uint64_t generation) {
         if (err == ESRCH) throw attach::NoSuchProcess(fmt::format("process {} exited", pid));
         throw attach::AttachError(
             fmt::format("cannot ask process {} to stop tracking: {}", pid, errno_text(err)));
+    }
+}
+
+std::string write_failure_message(const PayloadStatus& status) {
+    std::string when;
+    if (status.stopped_unix_ms) {
+        time_t seconds = time_t(status.stopped_unix_ms / 1000);
+        tm local{};
+        char text[32];
+        if (::localtime_r(&seconds, &local) && std::strftime(text, sizeof text, "%H:%M:%S", &local))
+            when = std::string(" at ") + text;
+    }
+    std::string why = status.error_text.empty()
+                          ? fmt::format("cannot write {}: {}", status.output,
+                                        errno_text(-status.error_code))
+                          : status.error_text;
+    return fmt::format("tracking stopped{}: {}; the capture holds what was written before", when,
+                       why);
+}
+
+std::optional<std::string> take_write_failure(pid_t pid, bool claim) {
+    try {
+        auto loaded = find_loaded_payload(pid);
+        if (!loaded) return std::nullopt;
+        PayloadStatus s = read_status(pid, loaded->status_address);
+        if (!s.write_failed()) return std::nullopt;
+        if (claim) {
+            if (s.stop_request == s.generation) return std::nullopt;
+            write_stop_request(pid, loaded->status_address, s.generation);
+        }
+        return write_failure_message(s);
+    } catch (const attach::NoSuchProcess&) {
+        return std::nullopt;
     }
 }
 

@@ -29,6 +29,10 @@ class PayloadFailed : public attach::AttachError {  // the payload could not loa
   public:
     using attach::AttachError::AttachError;
 };
+class TrackingStopped : public attach::AttachError {  // a write error ended tracking early
+  public:
+    using attach::AttachError::AttachError;
+};
 
 // Name of the payload file, and of the memfd that carries it into other mount namespaces.
 inline constexpr const char* k_payload_name = "libmemray-payload.so";
@@ -42,7 +46,9 @@ struct PayloadStatus {
     uint64_t stop_request = 0;
     std::string output;
     std::string error_text;
+    uint64_t stopped_unix_ms = 0;  // 0 from a version 1 payload
     bool busy() const;  // starting, waiting for output, active or stopping
+    bool write_failed() const;  // stopped by a write error (error_code, error_text, stopped_unix_ms)
 };
 const char* state_name(uint32_t state);
 
@@ -63,6 +69,16 @@ std::optional<LoadedPayload> find_loaded_payload(pid_t pid);
 // Throws AttachError when the memory is unreadable or is not a status this CLI understands.
 PayloadStatus read_status(pid_t pid, uint64_t address);
 void write_stop_request(pid_t pid, uint64_t address, uint64_t generation);
+
+// "tracking stopped at 14:03:07: cannot write FILE: No space left on device; the capture holds
+// what was written before" (local time) for a status with write_failed().
+std::string write_failure_message(const PayloadStatus& status);
+
+// The write error that ended the last session in `pid`, as write_failure_message() words it;
+// nullopt when there is none (or no payload, or the process is gone). `claim`: only an error no
+// detach has seen yet, which it then marks as seen by writing the stop request a detach would
+// have written, so that a second detach says that nothing is attached.
+std::optional<std::string> take_write_failure(pid_t pid, bool claim);
 
 // Copies `fd` into the target through its end `target_socket` of the handoff socket.
 void send_fd(pid_t pid, int target_socket, int fd);

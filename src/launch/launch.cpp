@@ -15,6 +15,7 @@
 #include "launch/error.hpp"
 #include "launch/output_file.hpp"
 #include "launch/program.hpp"
+#include "launch/python_check.hpp"
 #include "launch/spawn.hpp"
 
 namespace memray::launch {
@@ -129,6 +130,8 @@ ExecSpec python_spec(const LaunchRequest& r) {
                               r.target + "'");
         }
     }
+    if (r.mode != Mode::Module) check_python_target(*python, r.target, r.mode == Mode::Script);
+    else check_python_target(*python, "", false);
     ExecSpec spec;
     spec.path = *python;
     const char* mode = r.mode == Mode::Script ? "file" : r.mode == Mode::Module ? "module" : "code";

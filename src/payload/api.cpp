@@ -35,7 +35,7 @@
 extern "C" {
 __attribute__((visibility("default"))) struct memray_payload_status_t memray_payload_status = {
     MEMRAY_STATUS_MAGIC, MEMRAY_STATUS_VERSION, sizeof(memray_payload_status_t),
-    MEMRAY_STATE_IDLE, 0, 0, -1, 0, 0, {}, {}};
+    MEMRAY_STATE_IDLE, 0, 0, -1, 0, 0, {}, {}, 0};
 }
 
 namespace memray::payload {
@@ -43,6 +43,27 @@ namespace memray::payload {
 namespace {
 
 using format::PayloadSettings;
+
+class FailureRecorder final : public Sink {
+  public:
+    constexpr FailureRecorder() noexcept = default;
+    void open(Sink* inner) noexcept {
+        m_inner = inner;
+        m_errno = 0;
+        m_unix_ms = 0;
+    }
+    int write(const uint8_t* data, size_t len) noexcept override;
+    void finish() noexcept override { m_inner->finish(); }
+    void abandon_in_child() noexcept override { m_inner->abandon_in_child(); }
+    const char* describe() const noexcept override { return m_inner->describe(); }
+    int error() const noexcept { return m_errno; }  // errno of the first failed write, else 0
+    uint64_t unix_ms() const noexcept { return m_unix_ms; }
+
+  private:
+    Sink* m_inner = nullptr;
+    int m_errno = 0;
+    uint64_t m_unix_ms = 0;
+};
 
 // Written by the thread holding `session.lock` (memray_payload_start/stop, the control thread),
 // except: `session.active` is also read without it (memray_payload_active, start_async's early
@@ -60,11 +81,21 @@ struct ApiState {
     char executable[4096] = {};
     char output_path[4096] = {};
     FileSink file_sink;  // the session's output
+    FailureRecorder output;  // what the writer writes to: file_sink, remembering a write error
     char async_settings[16384] = {};
     PayloadSettings async_parsed;    // control thread only
     PayloadSettings start_settings;  // memray_payload_start: kept off the caller's stack
 };
 constinit ApiState g_api;
+
+// Sits between the writer and the file sink to keep the first write error (errno and wall-clock
+// time) for the status: the writer only logs it on the target's stderr, where the user of
+// `memray detach` does not look.
+uint64_t wall_ms() noexcept {
+    timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    return uint64_t(wall.tv_sec) * 1000 + uint64_t(wall.tv_nsec) / 1000000;
+}
 
 void set_error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void set_error(const char* fmt, ...) {
@@ -72,6 +103,15 @@ void set_error(const char* fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(g_api.last_error, sizeof g_api.last_error, fmt, ap);
     va_end(ap);
+}
+
+int FailureRecorder::write(const uint8_t* data, size_t len) noexcept {
+    int rc = m_inner->write(data, len);
+    if (rc < 0 && m_errno == 0) {
+        m_errno = -rc;
+        m_unix_ms = wall_ms();
+    }
+    return rc;
 }
 
 // The contract and its parser live in format/settings.hpp; this adds the payload's reporting.
@@ -139,6 +179,7 @@ int start_locked(const PayloadSettings& s, int given_fd) noexcept {
             unlink(g_api.output_path);
     };
     g_api.file_sink.open(fd, g_api.output_path);
+    g_api.output.open(&g_api.file_sink);
     auto abandon_file = [&] {
         g_api.file_sink.finish();
         remove_if_ours();
@@ -154,7 +195,7 @@ int start_locked(const PayloadSettings& s, int given_fd) noexcept {
     read_executable(g_api.executable, sizeof g_api.executable);
 
     WriterOptions w;
-    w.sink = &g_api.file_sink;
+    w.sink = &g_api.output;
     w.compress = s.compress;
     w.flags = (native ? uint32_t(format::k_flag_native) : 0u) |
               (s.compress ? uint32_t(format::k_flag_compressed) : 0u);
@@ -164,9 +205,7 @@ int start_locked(const PayloadSettings& s, int given_fd) noexcept {
     w.python_allocator = python ? python_allocator_name() : "";
     w.pid = uint64_t(getpid());
     w.start_ns = now_ns();
-    timespec wall;
-    clock_gettime(CLOCK_REALTIME, &wall);
-    w.start_unix_ms = uint64_t(wall.tv_sec) * 1000 + uint64_t(wall.tv_nsec) / 1000000;
+    w.start_unix_ms = wall_ms();
     char err[512];
     int rc = writer_start(w, err, sizeof err);
     if (rc) {
@@ -223,6 +262,18 @@ void publish_failure(int code, const char* text) noexcept {
     memray_payload_status.error_code = code < 0 ? code : -EINVAL;
     snprintf(memray_payload_status.error_text, sizeof memray_payload_status.error_text, "%s", text);
     publish_state(MEMRAY_STATE_FAILED);
+}
+
+// The write error that ended tracking, for `memray detach` and `attach --duration` to report
+// (state STOPPED with error_code set). Written before the state, which publishes it.
+void publish_write_error() noexcept {
+    int err = g_api.output.error();
+    // No failed write recorded: the writer could not frame a block, which it reports as EOVERFLOW.
+    if (err == 0) err = EOVERFLOW;
+    memray_payload_status.stopped_unix_ms = g_api.output.error() ? g_api.output.unix_ms() : wall_ms();
+    memray_payload_status.error_code = -err;
+    snprintf(memray_payload_status.error_text, sizeof memray_payload_status.error_text,
+             "cannot write %.900s: %s", memray_payload_status.output, strerror(err));
 }
 
 bool session_busy(uint32_t state) noexcept {
@@ -307,11 +358,7 @@ void watch_session(uint64_t generation) noexcept {
             LockGuard lock(g_api.session.lock);
             if (g_api.session.active) stop_locked();
         }
-        if (writer_failed()) {
-            snprintf(memray_payload_status.error_text, sizeof memray_payload_status.error_text,
-                     "tracking stopped early: a write to %.900s failed",
-                     memray_payload_status.output);
-        }
+        if (writer_failed()) publish_write_error();
         publish_state(MEMRAY_STATE_STOPPED);
         return;
     }
@@ -377,6 +424,7 @@ int start_async(const char* settings) noexcept {
     std::memcpy(g_api.async_settings, settings, n + 1);
     memray_payload_status.error_code = 0;
     memray_payload_status.error_text[0] = '\0';
+    memray_payload_status.stopped_unix_ms = 0;
     memray_payload_status.output[0] = '\0';
     memray_payload_status.handoff_fd = -1;
     memray_payload_status.generation = memray_payload_status.generation + 1;

@@ -33,7 +33,7 @@ __attribute__((visibility("default"))) void memray_payload_name_thread(const cha
 // The layout is versioned: the CLI checks magic and version before trusting anything else, and
 // fields are only ever appended (size grows, version is bumped).
 #define MEMRAY_STATUS_MAGIC 0x315354534d52594dULL /* "MYRMSTS1" little-endian */
-#define MEMRAY_STATUS_VERSION 1u
+#define MEMRAY_STATUS_VERSION 2u  /* 2: stopped_unix_ms */
 
 enum memray_payload_state {
     MEMRAY_STATE_IDLE = 0,                // never started by start_async
@@ -41,7 +41,8 @@ enum memray_payload_state {
     MEMRAY_STATE_WAITING_FOR_OUTPUT = 2,  // handoff_fd published, waiting for the output fd
     MEMRAY_STATE_ACTIVE = 3,              // tracking
     MEMRAY_STATE_STOPPING = 4,            // finalizing the capture
-    MEMRAY_STATE_STOPPED = 5,             // capture finalized (detach, exec, exit, fork child)
+    MEMRAY_STATE_STOPPED = 5,             // capture finalized (detach, exec, exit, fork child);
+                                          // error_code != 0: a write error ended tracking
     MEMRAY_STATE_FAILED = 6,              // error_code/error_text say why; nothing is tracked
 };
 
@@ -50,13 +51,16 @@ struct memray_payload_status_t {
     uint32_t version;          // MEMRAY_STATUS_VERSION
     uint32_t size;             // sizeof(struct memray_payload_status_t)
     volatile uint32_t state;   // enum memray_payload_state; written last (release)
-    int32_t error_code;        // negative errno of the failure (state FAILED), else 0
+    int32_t error_code;        // negative errno of the failure (FAILED, or STOPPED by a write error)
     volatile uint64_t generation;    // bumped by every accepted start_async
     volatile int32_t handoff_fd;     // the target's end of the handoff socket, -1 when none
     int32_t control_tid;             // the control thread (0 when none)
     volatile uint64_t stop_request;  // written by the CLI: the generation to stop
     char output[4096];               // the output path as the user gave it (for messages)
     char error_text[1024];           // one line, no trailing newline
+    // Version 2. Wall-clock time (ms since the epoch) of the write error that stopped tracking
+    // (state STOPPED, error_code != 0), else 0. The CLI prints it in its own local time.
+    uint64_t stopped_unix_ms;
 };
 
 __attribute__((visibility("default"))) extern struct memray_payload_status_t memray_payload_status;

@@ -11,7 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <set>
@@ -265,4 +267,40 @@ TEST_CASE("the payload's socket is closed after the handoff (no descriptor leaks
     uint64_t g = attach_to(temp_dir() + "/fds.bin");
     detach(g);
     CHECK(count_fds() == before);
+}
+
+TEST_CASE("a version 1 status (before stopped_unix_ms) is still read; a newer version is refused") {
+    memray_payload_status_t fake{};
+    fake.magic = MEMRAY_STATUS_MAGIC;
+    fake.version = 1;
+    fake.size = offsetof(memray_payload_status_t, stopped_unix_ms);
+    fake.state = MEMRAY_STATE_STOPPED;
+    fake.error_code = -ENOSPC;
+    fake.stopped_unix_ms = 12345;  // beyond a version 1 status: must not be read
+    auto address = reinterpret_cast<uint64_t>(&fake);
+    inject::PayloadStatus s = inject::read_status(getpid(), address);
+    CHECK(s.write_failed());
+    CHECK(s.stopped_unix_ms == 0);
+    fake.version = MEMRAY_STATUS_VERSION + 1;
+    fake.size = sizeof fake;
+    CHECK_THROWS_AS(inject::read_status(getpid(), address), attach::AttachError);
+}
+
+TEST_CASE("a write error is worded with the time it happened and what the capture holds") {
+    ::setenv("TZ", "UTC", 1);
+    ::tzset();
+    inject::PayloadStatus s;
+    s.state = MEMRAY_STATE_STOPPED;
+    s.error_code = -ENOSPC;
+    s.output = "/data/x.bin";
+    s.error_text = "cannot write /data/x.bin: No space left on device";
+    s.stopped_unix_ms = 1764943387000ull;  // 2025-12-05 14:03:07 UTC
+    CHECK(inject::write_failure_message(s) ==
+          "tracking stopped at 14:03:07: cannot write /data/x.bin: No space left on device; the "
+          "capture holds what was written before");
+    s.error_text.clear();  // the CLI words it from error_code alone
+    s.stopped_unix_ms = 0;
+    CHECK(inject::write_failure_message(s) ==
+          "tracking stopped: cannot write /data/x.bin: No space left on device; the capture holds "
+          "what was written before");
 }
