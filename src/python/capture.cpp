@@ -10,9 +10,6 @@ namespace memray::python {
 
 namespace {
 
-// The Tracker's marker stack is [marker, Tracker.__enter__, with-frame, callers...].
-constexpr size_t k_marker_frames_kept = 3;
-
 report::Snapshot read_view(format::Reader& reader, report::SnapshotOptions options, bool progress,
                            const char* what) {
     std::unique_ptr<report::ProgressBar> bar;
@@ -38,7 +35,6 @@ Capture::Capture(const std::string& path, size_t max_memory_records, bool progre
     // Without a trailer (a cut capture) the deallocations were not counted: allocations only.
     m_total_records = trailer ? trailer->allocations + trailer->deallocations
                               : m_hwm.total_allocations;
-    find_tracker_root();
 }
 
 uint64_t Capture::end_time_us() const {
@@ -231,49 +227,6 @@ const report::StackResolver& Capture::resolver(bool native) const {
     return *m_symbolized;
 }
 
-void Capture::find_tracker_root() {
-    const auto& codes = m_reader->codes();
-    const auto& nodes = m_reader->nodes();
-    std::vector<bool> marker(codes.size());
-    bool any = false;
-    for (size_t i = 1; i < codes.size(); ++i) {
-        // 3.11+ store the qualified name; either way the marker is a module-level function.
-        if (codes[i].file == "<memray>" && codes[i].function == k_root_marker) {
-            marker[i] = true;
-            any = true;
-        }
-    }
-    if (!any) return;
-    for (uint32_t id = 1; id < nodes.size(); ++id) {
-        const format::StackNode& n = nodes[id];
-        if (n.kind != format::FrameKind::Python || n.code >= marker.size() || !marker[n.code])
-            continue;
-        std::vector<uint32_t> python;
-        uint32_t node = id;
-        for (size_t steps = 0; node != 0 && node < nodes.size() && steps < nodes.size(); ++steps) {
-            if (nodes[node].kind == format::FrameKind::Python) python.push_back(node);
-            node = nodes[node].parent;
-        }
-        if (python.size() < k_marker_frames_kept) continue;
-        const report::StackResolver& r = resolver(false);
-        for (size_t i = k_marker_frames_kept; i < python.size(); ++i)
-            m_hidden.push_back(r.frame(python[i]));
-        return;
-    }
-}
-
-size_t Capture::hidden_python_frames(const std::vector<report::Frame>& python) const {
-    size_t k = m_hidden.size();
-    if (k == 0 || python.size() < k) return 0;
-    size_t offset = python.size() - k;
-    for (size_t i = 0; i < k; ++i) {
-        const report::Frame& a = python[offset + i];
-        const report::Frame& b = m_hidden[i];
-        if (a.function != b.function || a.file != b.file || a.line != b.line) return 0;
-    }
-    return k;
-}
-
 std::vector<report::Frame> Capture::stack(uint32_t node, StackKind kind, size_t max) const {
     std::vector<report::Frame> out;
     if (kind == StackKind::Native) {
@@ -285,26 +238,13 @@ std::vector<report::Frame> Capture::stack(uint32_t node, StackKind kind, size_t 
             node = nodes[node].parent;
         }
     } else {
-        std::vector<report::Frame> frames = resolver(kind == StackKind::Hybrid).stack(node);
-        std::vector<report::Frame> python;
-        for (const report::Frame& f : frames)
-            if (!f.native) python.push_back(f);
-        size_t hidden = hidden_python_frames(python);
-        if (kind == StackKind::Python) {
-            python.resize(python.size() - hidden);
-            out = std::move(python);
-        } else {
-            out = std::move(frames);
-            if (hidden != 0) {
-                // Cut right outside the outermost kept Python frame (everything if none is kept).
-                size_t kept = python.size() - hidden;
-                size_t seen = 0, cut = 0;
-                for (size_t i = 0; i < out.size() && seen < kept; ++i) {
-                    if (!out[i].native && ++seen == kept) cut = i + 1;
-                }
-                out.resize(cut);
-            }
-        }
+        // The resolver already dropped the Tracker's callers (and, in a hybrid stack, the
+        // native frames outside them).
+        out = resolver(kind == StackKind::Hybrid).stack(node);
+        if (kind == StackKind::Python)
+            out.erase(std::remove_if(out.begin(), out.end(),
+                                     [](const report::Frame& f) { return f.native; }),
+                      out.end());
     }
     if (max != 0 && out.size() > max) out.resize(max);
     return out;

@@ -2,15 +2,9 @@
 // it into Python objects): the first pass (peak, memory snapshots, the high-water-mark view), the
 // other views on demand, and stacks as the Python API shows them.
 //
-// Stacks drop what is not the user's code: the `memray run` bootstrap (StackResolver does that)
-// and, for a capture written by `memray.Tracker`, the frames above the `with` statement on the
-// thread that entered it. The Tracker marks them with one allocation made right after tracking
-// starts, from a function compiled under the file name "<memray>" and named k_root_marker,
-// called by Tracker.__enter__, called by the frame that holds the `with`. That allocation's
-// stack is [marker, __enter__, with-frame, callers...]: the callers are the frames to hide. A
-// stack whose outermost Python frames are exactly those callers loses them (and, in a hybrid
-// stack, every native frame outside the with-frame), as memray does for the thread that entered
-// the Tracker. docs/python-api.md describes the convention.
+// Stacks drop what is not the user's code as StackResolver does for every report: the `memray
+// run` bootstrap and, for a capture written by `memray.Tracker`, the frames above the `with`
+// statement (docs/python-api.md describes the convention).
 #pragma once
 
 #include <cstdint>
@@ -25,9 +19,6 @@
 #include "report/symbolizer.hpp"
 
 namespace memray::python {
-
-// Function name of the Tracker's root marker (memray/_tracker.py defines it).
-inline constexpr const char* k_root_marker = "_memray_tracker_root";
 
 enum class StackKind { Python, Native, Hybrid };
 
@@ -81,10 +72,7 @@ class Capture {
     std::string thread_name_of(uint32_t thread) const;
 
   private:
-    void find_tracker_root();
     const report::StackResolver& resolver(bool native) const;
-    // How many outermost Python frames of `python` (innermost first) are the Tracker's callers.
-    size_t hidden_python_frames(const std::vector<report::Frame>& python) const;
 
     std::string m_path;
     size_t m_max_memory_records;
@@ -92,8 +80,6 @@ class Capture {
     std::unique_ptr<format::Reader> m_reader;
     report::Snapshot m_hwm;
     uint64_t m_total_records = 0;
-    // Frames above the Tracker's `with`, innermost first (empty: not a Tracker capture).
-    std::vector<report::Frame> m_hidden;
 
     // Native frames need the symbolizer (LLVM reads the binaries): made on first use.
     mutable std::unique_ptr<report::Symbolizer> m_symbolizer;

@@ -126,7 +126,9 @@ class TreeBuilder {
     uint32_t node_for(uint32_t n) {
         // Native frames expand to several (inlined) frames and hybrid stacks interleave the
         // kinds: resolve those through the resolver, whose per-node results are cached.
-        if (m_slow || m_resolver.has_native()) return slow_node_for(n);
+        // A Tracker capture's stacks lose the callers above the `with`: the walk does not.
+        if (m_slow || m_resolver.has_native() || m_resolver.hides_tracker_callers())
+            return slow_node_for(n);
         uint32_t t = py_node(n);
         // Python-only captures: the memoised walk below mirrors StackResolver::stack()'s choice
         // of frames. Check it against the real thing on the first stacks; should the resolver's

@@ -14,6 +14,8 @@ namespace {
 
 constexpr const char* k_bootstrap_file = "<memray>";
 constexpr std::string_view k_eval_loop = "_PyEval_EvalFrameDefault";
+// The Tracker's marker stack is [marker, Tracker.__enter__, with-frame, callers...].
+constexpr size_t k_marker_frames_kept = 3;
 
 // GCC may split the loop into "_PyEval_EvalFrameDefault.cold" and similar parts.
 bool is_eval_loop(const std::string& function) {
@@ -49,6 +51,38 @@ StackResolver::StackResolver(const format::Reader& reader, Symbolizer* symbolize
         }
     }
     m_node_info.resize(reader.nodes().size());
+    find_tracker_root();
+}
+
+void StackResolver::find_tracker_root() {
+    const auto& codes = m_reader.codes();
+    const auto& nodes = m_reader.nodes();
+    std::vector<bool> marker(codes.size());
+    bool any = false;
+    for (size_t i = 1; i < codes.size(); ++i) {
+        // 3.11+ store the qualified name; either way the marker is a module-level function.
+        if (codes[i].file == k_bootstrap_file && codes[i].function == k_root_marker) {
+            marker[i] = true;
+            any = true;
+        }
+    }
+    if (!any) return;
+    for (uint32_t id = 1; id < nodes.size(); ++id) {
+        const format::StackNode& n = nodes[id];
+        if (n.kind != format::FrameKind::Python || n.code >= marker.size() || !marker[n.code])
+            continue;
+        std::vector<uint32_t> python;
+        uint32_t node = id;
+        for (size_t steps = 0; node != 0 && node < nodes.size() && steps < nodes.size(); ++steps) {
+            if (nodes[node].kind == format::FrameKind::Python) python.push_back(node);
+            node = nodes[node].parent;
+        }
+        if (python.size() < k_marker_frames_kept) continue;
+        // The first marker found stands for the Tracker (a capture has one).
+        for (size_t i = k_marker_frames_kept; i < python.size(); ++i)
+            m_hidden.push_back(m_node_frames[node_frames(python[i]).first]);
+        return;
+    }
 }
 
 const StackResolver::Range* StackResolver::range_of(uint64_t ip) const {
@@ -143,6 +177,27 @@ Frame StackResolver::frame(uint32_t node) const {
 }
 
 void StackResolver::stack_ids(uint32_t node, std::vector<uint32_t>& out) const {
+    all_stack_ids(node, out);
+    if (!m_hidden.empty()) drop_tracker_callers(out);
+}
+
+void StackResolver::drop_tracker_callers(std::vector<uint32_t>& ids) const {
+    // Python frames are interned from (function, file, line) alone: equal ids, equal frames.
+    size_t python = 0;
+    for (uint32_t id : ids) python += !m_frames[id].native;
+    size_t k = m_hidden.size();
+    if (python < k) return;
+    size_t kept = python - k, seen = 0, cut = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+        if (m_frames[ids[i]].native) continue;
+        if (seen >= kept && ids[i] != m_hidden[seen - kept]) return;  // not the callers
+        if (++seen == kept) cut = i + 1;
+    }
+    // Cut right outside the outermost kept Python frame (everything when none is kept).
+    ids.resize(cut);
+}
+
+void StackResolver::all_stack_ids(uint32_t node, std::vector<uint32_t>& out) const {
     out.clear();
     const auto& nodes = m_reader.nodes();
     m_python.clear();
@@ -206,7 +261,7 @@ std::vector<Frame> StackResolver::stack(uint32_t node) const {
 
 bool StackResolver::top_frame(uint32_t node, Frame& out) const {
     const auto& nodes = m_reader.nodes();
-    if (!m_has_native) {
+    if (!m_has_native && m_hidden.empty()) {
         // Python only: the innermost frame that is not the bootstrap's, without building the
         // whole stack (stats and table ask for many).
         for (size_t steps = 0; node != 0 && node < nodes.size() && steps < nodes.size(); ++steps) {

@@ -2,8 +2,16 @@
 //
 // Python frames come from Node records of kind python (line from the Code record's line table).
 // Frames whose file is "<memray>" belong to the `memray run` bootstrap; they and everything
-// outside them are dropped. Native frames are symbolised through a Symbolizer (inlined frames
-// become frames of their own) or named `module+0xoffset`.
+// outside them are dropped. In a capture written by `memray.Tracker`, the frames above the
+// `with` statement (the with-frame's callers) are dropped too, as memray never records them: the
+// Tracker marks them with one allocation made right after tracking starts, from a function
+// compiled under the file name "<memray>" and named k_root_marker, called by Tracker.__enter__,
+// called by the with-frame. That allocation's Python stack is [marker, __enter__, with-frame,
+// callers...]. A stack whose outermost Python frames are exactly those callers loses them and,
+// in a hybrid stack, every native frame outside the outermost kept Python frame (the whole
+// stack when no Python frame is kept). docs/python-api.md describes the convention.
+// Native frames are symbolised through a Symbolizer (inlined frames become frames of their own)
+// or named `module+0xoffset`.
 //
 // Hybrid stacks (a stack with both kinds): the native frames are the real call chain, and each
 // native frame of the interpreter's eval loop (_PyEval_EvalFrameDefault) is replaced by the
@@ -21,6 +29,9 @@
 #include "report/symbolizer.hpp"
 
 namespace memray::report {
+
+// Function name of the Tracker's root marker (python/memray/_tracker.py defines it).
+inline constexpr const char* k_root_marker = "_memray_tracker_root";
 
 struct Frame {
     std::string function;
@@ -60,6 +71,9 @@ class StackResolver {
     const std::string* object_path(uint64_t ip) const;
     // True for a python frame of the `memray run` bootstrap.
     bool is_bootstrap(uint32_t node) const;
+    // True when the capture has a Tracker's root marker with callers above the `with`: stacks
+    // may then lose outer frames, so walking the nodes does not give what stack() gives.
+    bool hides_tracker_callers() const { return !m_hidden.empty(); }
 
   private:
     struct Range {
@@ -76,11 +90,17 @@ class StackResolver {
     const Range* range_of(uint64_t ip) const;
     uint32_t intern(Frame f) const;
     const NodeFrames& node_frames(uint32_t node) const;
+    void find_tracker_root();
+    // stack_ids() before the Tracker's callers are dropped.
+    void all_stack_ids(uint32_t node, std::vector<uint32_t>& out) const;
+    void drop_tracker_callers(std::vector<uint32_t>& ids) const;
 
     const format::Reader& m_reader;
     Symbolizer* m_symbolizer;
     std::vector<Range> m_ranges;  // sorted by start
     bool m_has_native = false;
+    // Frame ids of the callers above the Tracker's `with`, innermost first (empty: none).
+    std::vector<uint32_t> m_hidden;
 
     // Caches, filled as stacks are asked for.
     mutable std::vector<Frame> m_frames;
