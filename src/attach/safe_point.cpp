@@ -166,9 +166,23 @@ pid_t Tracer::Impl::stop_at_safe_point(const std::vector<uint64_t>& entry_points
     stats = {};
     load_ranges();
     // A thread whose creator was seized in the middle of clone() is not traced, and a
-    // breakpoint trap in an untraced thread would kill the process: look once more now that
-    // any such clone has long completed.
-    for (int round = 0; round < 100 && seize_new_threads() > 0; ++round) {
+    // breakpoint trap in an untraced thread kills the process (SIGTRAP; seen once in 200
+    // attaches to a thread-churning Python program). Stop every thread once: a clone in flight
+    // has then returned, so its child is listed in /proc/PID/task. Seize those and repeat until
+    // a pass finds none; everything runs again before any breakpoint is planted. No call is
+    // made while threads are stopped, so this cannot deadlock on a lock they hold.
+    for (int round = 0; round < 100; ++round) {
+        Wait w = interrupt_everything(std::min(start + options.timeout, Clock::now() + wait), true);
+        int found = seize_new_threads();
+        for (auto& [tid, t] : threads) {
+            if (t.run == Run::Stopped && t.held) deliver_kept_and_resume(t);
+            else if (t.interrupt_pending) {
+                t.interrupt_pending = false;  // its stop will come and be resumed by handle()
+                t.held = false;
+            }
+        }
+        if (w == Wait::Cancelled) throw interrupted_error();
+        if (found == 0) break;
     }
     // Found now, while nothing is stopped, rather than by the first syscall() on the chosen
     // thread.
