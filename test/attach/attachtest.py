@@ -153,6 +153,22 @@ def process_running(pid):
     return ok
 
 
+def count(t):
+    """The target's progress counter: its answer to "count" ("count N"), None if it gave none."""
+    line = t.request("count", r"^count \d+", 10)
+    return int(line.split()[1]) if line else None
+
+
+def wait_progress(t, since, timeout=30):
+    """Waits until the target's count passes `since`; the new count (None if it does not)."""
+    deadline = time.monotonic() + timeout
+    while since is not None and time.monotonic() < deadline:
+        now = count(t)
+        if now is not None and now > since:
+            return now
+    return None
+
+
 def wait_blocked(pid, syscall_nr, count, timeout=10.0):
     """Waits until `count` threads of pid sit in system call `syscall_nr` (from
     /proc/PID/task/TID/syscall, whose first field is the call a blocked thread is in)."""

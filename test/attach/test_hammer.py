@@ -18,21 +18,6 @@ import mrtest
 COMMAND_TIMEOUT = 30  # a deadlocked attach shows up as a timeout, not as a hung test
 
 
-def count(t):
-    line = t.request("count", r"^count \d+", 10)
-    return int(line.split()[1]) if line else None
-
-
-def wait_progress(t, since, timeout=30):
-    """Waits until the target's operation count passes `since`; the new count (None if not)."""
-    deadline = time.monotonic() + timeout
-    while since is not None and time.monotonic() < deadline:
-        now = count(t)
-        if now is not None and now > since:
-            return now
-    return None
-
-
 def main():
     memray, exe = sys.argv[1:3]
     cycles = int(sys.argv[3]) if len(sys.argv) > 3 else 50
@@ -43,7 +28,7 @@ def main():
     if not c.check(t.expect(r"^ready ") is not None, "target ready"):
         t.kill()
         c.finish()
-    last = wait_progress(t, count(t))  # the threads are hammering the allocator
+    last = at.wait_progress(t, at.count(t))  # the threads are hammering the allocator
     started = time.monotonic()
     readable = 0
     for i in range(cycles):
@@ -56,7 +41,7 @@ def main():
             break
         if not c.equal(p.returncode, 0, "cycle %d: attach exit code" % i):
             break
-        wait_progress(t, count(t))  # the threads allocate while tracked
+        at.wait_progress(t, at.count(t))  # the threads allocate while tracked
         try:
             p = at.detach(memray, t.pid, timeout=COMMAND_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -67,7 +52,7 @@ def main():
             break
         if not c.check(t.running(), "cycle %d: target running" % i):
             break
-        now = count(t)
+        now = at.count(t)
         if not c.check(now is not None and last is not None and now > last,
                        "cycle %d: target threads still make progress (%r -> %r)" % (i, last, now)):
             break

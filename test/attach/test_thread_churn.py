@@ -33,21 +33,6 @@ def run(cmd):
     return p
 
 
-def count(t):
-    line = t.request("count", r"^count \d+", 10)
-    return int(line.split()[1]) if line else None
-
-
-def wait_progress(t, since, timeout=30):
-    """The target's finished-worker count once it passes `since` (None if it does not)."""
-    deadline = time.monotonic() + timeout
-    while since is not None and time.monotonic() < deadline:
-        now = count(t)
-        if now is not None and now > since:
-            return now
-    return None
-
-
 def describe(p):
     if p is None:
         return "no answer within %d s" % COMMAND_TIMEOUT
@@ -67,7 +52,7 @@ def main():
     if not c.check(t.expect(r"^ready") is not None, "target ready"):
         t.kill()
         c.finish()
-    last = wait_progress(t, count(t))
+    last = at.wait_progress(t, at.count(t))
     c.check(last is not None, "the target's threads come and go")
 
     failures = []  # (cycle, what, message)
@@ -82,7 +67,7 @@ def main():
             if not t.running():
                 break
             continue
-        now = wait_progress(t, count(t))  # threads came and went while tracked
+        now = at.wait_progress(t, at.count(t))  # threads came and went while tracked
         if now is None:
             failures.append((i, "progress while attached", "the worker count stopped"))
         p = run([memray, "detach", str(t.pid)])
@@ -112,7 +97,7 @@ def main():
         print("  cycle %d: %s: %s" % (i, what, message))
     c.equal(len(failures), 0, "failed cycles out of %d" % cycles)
     c.check(readable > 0, "captures read back (%d)" % readable)
-    after = count(t)
+    after = at.count(t)
     c.check(after is not None and last is not None and after > last,
             "the target still makes progress at the end (%r -> %r)" % (last, after))
     code = t.finish()
