@@ -225,6 +225,7 @@ def pause_bench(args):
     held = {b: [] for b in binaries}
     checks = {b: [] for b in binaries}
     failed = {b: 0 for b in binaries}
+    order = {b: [] for b in binaries}  # cycle of each held[] entry (cycle 0 loads the payload)
     capture = os.path.join(work, "pause.bin")
     try:
         time.sleep(0.5)  # let the load ramp up
@@ -242,6 +243,7 @@ def pause_bench(args):
                 else:
                     checks[b].append(int(check.group(1)) / 1000.0)
                     held[b].append(checks[b][-1] + float(stopped.group(1)))
+                    order[b].append(i)
                 subprocess.run([b, "detach", str(pid)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, timeout=60)
     finally:
@@ -261,6 +263,8 @@ def pause_bench(args):
                 print("  %-30s median %6.2f  p99 %6.2f  max %6.2f" % (
                     name, statistics.median(xs), percentile(xs, 99), max(xs)))
         if held[b]:
+            worst = sorted(zip(held[b], order[b]), reverse=True)[:4]
+            print("  longest holds (ms, cycle): %s" % ", ".join("%.2f #%d" % w for w in worst))
             print("  aim: held at most 3 ms at the 99th percentile: %s" %
                   ("met" if percentile(held[b], 99) <= 3 else "NOT met"))
 

@@ -34,6 +34,8 @@ PACKAGES=(
     # The memray Python package: its IPython magic is tested through IPython's testing shell
     # (which needs pytest).
     python3-ipython python3-pytest
+    # the live view and the interactive tree draw with ncurses; their tests drive them in tmux.
+    libncurses-dev tmux
     # attach-32bit builds a 32-bit target (gcc -m32) to check that attach refuses it cleanly.
     gcc-multilib
 )

@@ -39,8 +39,12 @@ ALLOWED = {
     "launch": {"format"},
     # the Python extension module: the reader and reporters, and the payload's exported API
     # (the Tracker loads the payload in-process and starts it through it)
-    "python": {"format", "report", "payload/api.hpp"},
-    "cli": {"format", "payload", "attach", "inject", "report", "launch"},
+    "python": {"format", "report", "live", "payload/api.hpp"},
+    # the live stream: a socket reader and the model of what is alive now (src/live/source.hpp
+    # is the view's contract); the terminal layer and its views, which only poll that contract
+    "live": {"format", "report"},
+    "tui": {"live/source.hpp", "report"},
+    "cli": {"format", "payload", "attach", "inject", "report", "launch", "live", "tui"},
 }
 LLVM_OK = ("inject/*.cpp", "report/symbolizer*.cpp")
 FMT_FORBIDDEN = ("format", "payload", "attach")

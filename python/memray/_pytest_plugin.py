@@ -110,8 +110,6 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "limit_leaks(limit, *, filter_fn=None, current_thread_only=False): fail the "
         "test when one stack leaks `limit` or more")
-    if _option(config, "trace_python_allocators"):
-        raise pytest.UsageError("--trace-python-allocators is not supported yet")
     config.pluginmanager.register(MemrayPlugin(config), "memray-manager")
 
 
@@ -128,6 +126,7 @@ class MemrayPlugin:
         self.config = config
         self.enabled = bool(_option(config, "memray"))
         self.native = bool(_option(config, "native"))
+        self.trace_python_allocators = bool(_option(config, "trace_python_allocators"))
         self.stacks = int(_option(config, "stacks"))
         self.results = {}  # nodeid -> _Result
         path = config.getoption("memray_bin_path")
@@ -162,16 +161,17 @@ class MemrayPlugin:
             return
         path = self._capture_path(pyfuncitem)
         native = self.native
+        options = {"native_traces": native, "trace_python_allocators": self.trace_python_allocators}
         test = pyfuncitem.obj
         # The wrappers' own frames are not shown (they are "<memray>" helpers).
         if inspect.iscoroutinefunction(test):
             @functools.wraps(test)
             async def tracked(*args, **kwargs):
-                return await await_tracked(Tracker(path, native_traces=native), test, args, kwargs)
+                return await await_tracked(Tracker(path, **options), test, args, kwargs)
         else:
             @functools.wraps(test)
             def tracked(*args, **kwargs):
-                return call_tracked(Tracker(path, native_traces=native), test, args, kwargs)
+                return call_tracked(Tracker(path, **options), test, args, kwargs)
         pyfuncitem.obj = tracked
         try:
             yield

@@ -11,6 +11,7 @@ import warnings
 
 from . import _memray
 from ._enums import DEALLOCATORS, AllocatorType, FileFormat
+from ._errors import MemrayError
 from ._metadata import metadata_from
 from ._paths import memray_executable
 
@@ -190,12 +191,10 @@ class FileReader:
 
     def get_high_watermark_allocation_records(self, merge_threads=True):
         """The allocations alive at the high-water mark, one record per location."""
-        self._require_all_allocations("find the high water mark")
         yield from self._view(0, merge_threads)
 
     def get_leaked_allocation_records(self, merge_threads=True):
         """The allocations alive when tracking stopped, one record per location."""
-        self._require_all_allocations("find leaks")
         yield from self._view(1, merge_threads)
 
     def get_temporary_allocation_records(self, merge_threads=True, threshold=1):
@@ -235,13 +234,149 @@ class FileReader:
             yield MemorySnapshot(*snapshot)
 
 
+class _LiveRecord:
+    """What is alive now at one location of a live session (SocketReader.get_current_snapshot):
+    `n_allocations` allocations of `size` bytes in total. Live sessions fold every allocator
+    into one count, reported as MALLOC; `thread_name` is the thread's name, as for the records
+    of a capture file."""
+
+    __slots__ = ("tid", "stack_id", "size", "n_allocations", "allocator", "_stacks", "_name")
+
+    address = 0
+
+    def __init__(self, tid, stack_id, size, n_allocations, stacks, allocator, name):
+        self.tid = tid
+        self.stack_id = stack_id
+        self.size = size
+        self.n_allocations = n_allocations
+        self._stacks = stacks  # (python, native, hybrid)
+        try:
+            self.allocator = AllocatorType(allocator)
+        except ValueError:
+            self.allocator = allocator
+        self._name = name
+
+    def _trace(self, kind, max_stacks):
+        frames = self._stacks[kind]
+        if max_stacks is None:
+            return list(frames)
+        return list(frames[:max(max_stacks, 0)])
+
+    def stack_trace(self, max_stacks=None):
+        return self._trace(_PYTHON, max_stacks)
+
+    def native_stack_trace(self, max_stacks=None):
+        return self._trace(_NATIVE, max_stacks)
+
+    def hybrid_stack_trace(self, max_stacks=None):
+        return self._trace(_HYBRID, max_stacks)
+
+    @property
+    def thread_name(self):
+        if self.tid == _MERGED_TID:
+            return "merged thread"
+        return self._name  # as the records of a capture file give it
+
+    def __repr__(self):
+        return ("AllocationRecord<tid=0x%x, size=%s, allocator=%r, allocations=%d, location=%s>"
+                % (self.tid, size_fmt(self.size), self.allocator, self.n_allocations,
+                   (self.stack_trace(1) or self.native_stack_trace(1) or ["<unknown>"])[0]))
+
+
 class SocketReader:
-    """Reads the capture of a `memray run --live-remote` session over a socket. Live mode is not
-    implemented yet: constructing one raises NotImplementedError (the name exists so that code
-    importing it keeps importing)."""
+    """Reads a live session: a program started with `memray run --live-remote` (docs/live.md).
+
+    Use it as a context manager: entering connects to 127.0.0.1:`port` (retrying while nothing
+    listens yet) and starts reading on a thread of its own; get_current_snapshot() gives what is
+    alive now. The tracked process streams to one reader at a time.
+    """
 
     def __init__(self, port):
-        raise NotImplementedError("SocketReader (live mode) is not supported yet")
+        if not 0 < int(port) < 65536:
+            raise ValueError("Invalid port: %s" % port)
+        self._port = int(port)
+        self._stream = None
+        self._header = None
+        self._status = (0, "", 0)
+
+    def __enter__(self):
+        if self._stream is not None:
+            raise ValueError("Can't re-enter a SocketReader")
+        self._stream = _memray.LiveStream(self._port)
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        if self._stream is not None:
+            self._stream.close()
+        self._stream = None
+
+    def _refresh(self, timeout_ms=0):
+        if self._stream is None:
+            return
+        self._status = self._stream.poll(timeout_ms)
+        if self._header is None:
+            self._header = self._stream.header()
+
+    def _wait_for_header(self, timeout_s=None):
+        """Waits until the session's header arrived (or the stream ended); True when it did."""
+        import time
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._stream is not None:
+            self._refresh(100)
+            if self._header is not None or self._status[0] == 4:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return self._header is not None
+
+    @property
+    def is_active(self):
+        """True while the session streams (connected, or still connecting)."""
+        self._refresh()
+        return self._stream is not None and self._status[0] in (0, 1)
+
+    @property
+    def pid(self):
+        self._refresh()
+        return None if self._header is None else self._header["pid"]
+
+    @property
+    def command_line(self):
+        self._refresh()
+        return None if self._header is None else self._header["command_line"]
+
+    @property
+    def has_native_traces(self):
+        self._refresh()
+        return False if self._header is None else self._header["native"]
+
+    @property
+    def status(self):
+        """(state, text): state is "waiting", "running", "exited", "disconnected" or "failed";
+        text says why (e.g. "process exited", or what was wrong with the stream)."""
+        self._refresh()
+        names = ("waiting", "running", "exited", "disconnected", "failed")
+        return names[self._status[0]], self._status[1]
+
+    @property
+    def dropped_blocks(self):
+        """Blocks the tracked process dropped because this reader fell behind."""
+        self._refresh()
+        return self._status[2]
+
+    def get_current_snapshot(self, *, merge_threads=True):
+        """The allocations alive now, one record per location (per thread unless
+        merge_threads). Raises ValueError outside the `with` block."""
+        if self._stream is None:
+            raise ValueError("Operation on a SocketReader that is not entered")
+        self._refresh()
+        if self._status[0] == 4:
+            raise MemrayError(self._status[1])
+        if self._header is None:
+            return iter(())
+        return iter([_LiveRecord(tid, node, size, count, (py, native, hybrid), allocator, name)
+                     for tid, node, size, count, py, native, hybrid, allocator, name
+                     in self._stream.snapshot(bool(merge_threads))])
 
 
 def dump_all_records(file_name):

@@ -97,7 +97,8 @@ class Tracker:
             ...
 
     Only one Tracker can be active in a process at a time (also not while `memray run` or
-    `memray attach` tracks it), and each Tracker can be entered once.
+    `memray attach` tracks it), and each Tracker can be entered once. With follow_fork=True a
+    child forked inside the block records into "<file>.<child pid>" with the same options.
     """
 
     def __init__(self, file_name=None, *, destination=None, native_traces=False,
@@ -111,12 +112,6 @@ class Tracker:
             raise _not_yet("SocketDestination (live tracking)", "live mode")
         if not isinstance(destination, FileDestination):
             raise TypeError("destination must be a SocketDestination or FileDestination")
-        if follow_fork:
-            raise _not_yet("follow_fork=True", "capture modes")
-        if trace_python_allocators:
-            raise _not_yet("trace_python_allocators=True", "capture modes")
-        if FileFormat(file_format) != FileFormat.ALL_ALLOCATIONS:
-            raise _not_yet("file_format=FileFormat.AGGREGATED_ALLOCATIONS", "capture modes")
         if memory_interval_ms <= 0:
             raise ValueError("memory_interval_ms must be positive")
         if memory_interval_ms != 10:
@@ -145,6 +140,9 @@ class Tracker:
         self._force = bool(destination.overwrite or is_devnull)
         self._compress = bool(destination.compress_on_exit)
         self._native_traces = bool(native_traces)
+        self._follow_fork = bool(follow_fork)
+        self._trace_python_allocators = bool(trace_python_allocators)
+        self._aggregate = FileFormat(file_format) == FileFormat.AGGREGATED_ALLOCATIONS
         self._command_line = " ".join(sys.argv)
         self._used = False
         self._original_bootstrap = None
@@ -159,7 +157,10 @@ class Tracker:
             self._used = True
             _memray.tracking_start(payload_path(), self._path, self._command_line,
                                    native=self._native_traces, compress=self._compress,
-                                   force=self._force, log_level=_log_level)
+                                   force=self._force, log_level=_log_level,
+                                   follow_fork=self._follow_fork,
+                                   trace_python_allocators=self._trace_python_allocators,
+                                   aggregate=self._aggregate)
             _active = self
             self._name_threads()
             # Must be called from here, directly: see _HELPERS.

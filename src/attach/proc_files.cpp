@@ -103,6 +103,14 @@ pid_t task_tracer(pid_t pid, pid_t tid) {
     return static_cast<pid_t>(std::atoi(status_field(status, "TracerPid").c_str()));
 }
 
+bool task_signal_pending(pid_t pid, pid_t tid, int sig) {
+    std::string status;
+    int err = 0;
+    if (!read_file(path(pid, "task/") + std::to_string(tid) + "/status", status, err)) return false;
+    unsigned long long mask = std::strtoull(status_field(status, "SigPnd").c_str(), nullptr, 16);
+    return sig >= 1 && sig <= 64 && (mask >> (sig - 1)) & 1u;
+}
+
 pid_t parent_of(pid_t pid) {
     std::string f = stat_fields(path(pid, "stat"));
     if (f.size() < 3) return 0;

@@ -32,6 +32,9 @@ char task_state(pid_t pid, pid_t tid);
 // TracerPid of thread `tid` of `pid` (0 when untraced, -1 when it is gone).
 pid_t task_tracer(pid_t pid, pid_t tid);
 
+// True if `sig` is pending for the thread itself (SigPnd: a fault or trap it raised).
+bool task_signal_pending(pid_t pid, pid_t tid, int sig);
+
 // The parent of `pid` (0 if it cannot be read).
 pid_t parent_of(pid_t pid);
 

@@ -9,8 +9,11 @@
 #include <elf.h>
 #include <pthread.h>
 #include <sys/ptrace.h>
+#include <sched.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -62,6 +65,47 @@ struct CliSignalBlock {
 };
 
 }  // namespace
+
+namespace detail {
+
+namespace {
+
+// The kernel's struct sched_attr (its header clashes with glibc's <sched.h>).
+struct SchedAttr {
+    uint32_t size;
+    uint32_t sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime, sched_deadline, sched_period;
+    uint32_t sched_util_min, sched_util_max;
+};
+static_assert(sizeof(SchedAttr) == RealTimeBoost::k_attr_size);
+constexpr uint64_t k_sched_flag_reset_on_fork = 0x01;
+
+}  // namespace
+
+RealTimeBoost::RealTimeBoost(pid_t tid) : m_tid(tid) {
+    SchedAttr was{};
+    if (::syscall(SYS_sched_getattr, tid, &was, sizeof was, 0) != 0) return;
+    if (was.sched_policy != SCHED_OTHER || was.sched_nice < 0) return;
+    SchedAttr boost{};
+    boost.size = sizeof boost;
+    boost.sched_policy = SCHED_FIFO;
+    boost.sched_priority = 1;
+    boost.sched_flags = k_sched_flag_reset_on_fork;
+    if (::syscall(SYS_sched_setattr, tid, &boost, 0) == 0) {
+        was.size = sizeof was;
+        std::memcpy(m_was, &was, sizeof was);
+        m_active = true;
+    }
+}
+
+RealTimeBoost::~RealTimeBoost() {
+    if (m_active) ::syscall(SYS_sched_setattr, m_tid, m_was, 0);
+}
+
+}  // namespace detail
 
 user_regs_struct Tracer::Impl::get_regs(pid_t tid) {
     user_regs_struct regs{};
@@ -116,6 +160,7 @@ user_regs_struct Tracer::Impl::run_remote(Thread& t, user_regs_struct regs, bool
                                           const std::string& what) {
     CliSignalBlock block;
     const pid_t tid = t.tid;
+    detail::RealTimeBoost borrowed(tid);
     auto restore = [&] {
         auto it = threads.find(tid);  // `t` may be gone: the thread can die meanwhile
         if (it != threads.end()) restore_state(it->second);

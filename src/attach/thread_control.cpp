@@ -134,6 +134,16 @@ void Tracer::Impl::release_exiting(pid_t tid) {
     else dying.insert(tid);  // killed in the exit stop: its death is still ours to reap
 }
 
+bool Tracer::Impl::is_our_int3(uint64_t at) const {
+    return breakpoints.count(at) || old_breakpoints.count(at);
+}
+
+bool Tracer::Impl::our_trap_pending(const Thread& t) {
+    user_regs_struct regs{};
+    if (::ptrace(PTRACE_GETREGS, t.tid, nullptr, &regs) != 0) return false;
+    return is_our_int3(regs.rip - 1) && proc::task_signal_pending(pid, t.tid, SIGTRAP);
+}
+
 // A pending PTRACE_INTERRUPT is satisfied by whatever stop comes first (the kernel clears it at
 // every trap: a clone event, a signal, a breakpoint), so any stop of such a thread holds it.
 bool Tracer::Impl::take_interrupt(Thread& t) {
@@ -189,6 +199,15 @@ void Tracer::Impl::handle(pid_t tid, int status) {
     }
     if (event == PTRACE_EVENT_STOP) {
         bool group_stop = is_stop_signal(sig);
+        if (tid != call_tid && t.interrupt_pending && our_trap_pending(t)) {
+            // It executed one of our int3 and our interrupt stopped it before the SIGTRAP was
+            // delivered: resumed or detached from here, that SIGTRAP would kill the process
+            // (seen once in ~20 runs of 50 attaches to a thread-churning program). It goes on to
+            // the signal's stop, where the trap is taken back and suppressed (below), and that
+            // stop counts as the one we asked for.
+            cont(t);
+            return;
+        }
         if (take_interrupt(t)) {
             if (tid == call_tid) {
                 call_event.seen = true;
@@ -222,17 +241,19 @@ void Tracer::Impl::handle(pid_t tid, int status) {
         user_regs_struct regs{};
         if (::ptrace(PTRACE_GETREGS, tid, nullptr, &regs) == 0) {
             uint64_t at = regs.rip - 1;
-            if (breakpoints.count(at) || old_breakpoints.count(at)) {
+            if (is_our_int3(at)) {
                 // Our int3: the thread must re-execute the original instruction.
                 regs.rip = at;
                 ::ptrace(PTRACE_SETREGS, tid, nullptr, &regs);
-                if (hunting && breakpoints.count(at) && tid != call_tid) {
-                    traps.push_back(tid);
-                    return;  // stays stopped: stop_at_safe_point looks at it
-                }
+                // Our interrupt first: it may be what made the thread deliver this trap late
+                // (the interrupt stop above), and whoever asked for it holds the thread.
                 if (tid != call_tid && take_interrupt(t)) {
                     t.signal_stop = false;  // the SIGTRAP is ours: resume without it
                     return;
+                }
+                if (hunting && breakpoints.count(at) && tid != call_tid) {
+                    traps.push_back(tid);
+                    return;  // stays stopped: stop_at_safe_point looks at it
                 }
                 cont(t);  // a late trap, or a second thread while we decide: suppress it
                 return;

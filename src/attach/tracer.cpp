@@ -36,6 +36,7 @@ Tracer::Tracer(pid_t pid, Options options) : m_impl(std::make_unique<Impl>()) {
     sigaddset(&chld, SIGCHLD);
     pthread_sigmask(SIG_BLOCK, &chld, &m_impl->saved_mask);
     m_impl->mask_saved = true;
+    m_impl->cli_boost = std::make_unique<detail::RealTimeBoost>(pid_t(::syscall(SYS_gettid)));
     auto start = Clock::now();
     m_impl->attach();
     m_impl->log("traced " + std::to_string(m_impl->threads.size()) + " threads of process " +

@@ -1,4 +1,4 @@
-// `memray attach [-o FILE] [-f] [--native] [--compress-on-exit | --no-compress]
+// `memray attach [-o FILE] [-f] [--native] [--follow-fork] [--compress-on-exit | --no-compress]
 //                [--duration SECONDS] [--method M] [-v] <pid>`
 //
 // The CLI creates the capture file itself (so a relative path means the CLI's directory, also for
@@ -24,6 +24,7 @@
 #include "attach/tracer.hpp"
 #include "cli/attach_common.hpp"
 #include "cli/commands.hpp"
+#include "cli/live_session.hpp"
 #include "format/settings.hpp"
 #include "inject/injector.hpp"
 #include "launch/launch.hpp"
@@ -51,7 +52,6 @@ struct AttachOptions {
     double duration = 0;
     bool verbose = false;
     std::string method;  // memray's choice of debugger; we inject ourselves
-    // Options of memray that arrive with later work.
     bool aggregate = false;
     bool follow_fork = false;
     bool trace_python_allocators = false;
@@ -61,6 +61,17 @@ struct AttachOptions {
 void print_capture_summary(const std::string& path) {
     try {
         auto reader = report::open_capture(path);
+        if (reader->aggregated()) {
+            while (reader->next() != format::Reader::Item::End) {
+            }
+            const format::CheckpointFields& t = reader->aggregate().totals;
+            std::printf("Wrote %s: %llu allocations (%s allocated), peak memory %s\n",
+                        path.c_str(), static_cast<unsigned long long>(t.allocations),
+                        report::size_fmt(t.total_bytes).c_str(),
+                        report::size_fmt(t.peak_bytes).c_str());
+            std::fflush(stdout);
+            return;
+        }
         report::AllocationTracker tracker(false, false);  // no size histogram, no per-stack totals
         report::track_capture(*reader, tracker);
         std::printf("Wrote %s: %llu allocations (%s allocated), peak memory %s\n", path.c_str(),
@@ -74,12 +85,72 @@ void print_capture_summary(const std::string& path) {
     std::fflush(stdout);
 }
 
+// Without -o (docs/live.md): the target streams to us on a free loopback port and the view shows
+// it; quitting the view stops tracking as `memray detach` does, the target runs on.
+void run_attach_live(const AttachOptions& o, pid_t pid) {
+    if (o.duration != 0)
+        throw UsageError("--duration needs -o FILE (the live view runs until you quit it)",
+                         k_usage_exit);
+    int port = choose_live_port();
+    auto symbolizer = live_symbolizer();
+    inject::AttachOptions a;
+    a.pid = pid;
+    a.payload_path = resolve_payload();
+    format::set_setting(a.settings.output, fmt::format("the live view on 127.0.0.1:{}", port));
+    a.settings.native = o.native;
+    a.settings.compress = !o.no_compress;
+    a.settings.trace_python_allocators = o.trace_python_allocators;
+    a.settings.log_level = launch::log_level_from_environment(false);
+    a.settings.live_port = port;
+    a.settings.live_accept_timeout_ms = int(k_attach_timeout.count());
+    a.timeout = k_attach_timeout;
+    a.verbose = o.verbose;
+
+    std::atomic<bool> attached{false};
+    live::StreamOptions so;
+    so.port = port;
+    so.symbolizer = symbolizer.get();
+    so.connect_timeout_ms = int(k_attach_timeout.count());
+    so.on_close = [pid, &attached] {
+        if (!attached.load()) return;
+        try {
+            inject::detach_payload(pid, k_detach_timeout, false);
+        } catch (const std::exception&) {
+            // Gone, or tracking already ended (the process exited or exec'd): nothing to restore.
+        }
+    };
+    // Connecting (with retries) while the payload starts listening: attach returns once the
+    // payload took the viewer, so both must run at once.
+    live::StreamSource source(std::move(so));
+    inject::AttachResult r;
+    {
+        CancelOnSignals signals;
+        a.cancelled = [&signals] { return signals.cancelled(); };
+        try {
+            r = inject::attach_payload(a);
+        } catch (const attach::Interrupted&) {
+            throw UsageError(
+                fmt::format("interrupted: process {} was left running without memray", pid), 130);
+        }
+    }
+    attached.store(true);
+    if (o.verbose) {
+        std::fprintf(stderr, "memray: live tracking active %.1f ms after the start of attach (port %d)\n",
+                     r.active_ms, port);
+    }
+    show_live(source);
+}
+
 void run_attach(const AttachOptions& o) {
-    reject_planned_option(o.aggregate, "aggregate");
-    reject_planned_option(o.follow_fork, "follow-fork");
-    reject_planned_option(o.trace_python_allocators, "trace-python-allocators");
-    if (o.output.empty())
-        throw UsageError("the live view is not supported yet: give -o FILE", k_usage_exit);
+    if (o.aggregate && o.output.empty())
+        throw UsageError("Can't use aggregated mode without an output file.", k_usage_exit);
+    // Without -o, attach means memray's live view: memray's refusal, checked first.
+    if (o.output.empty() && o.follow_fork)
+        throw UsageError("--follow-fork cannot be used with the live TUI", k_usage_exit);
+    if (o.output.empty()) {
+        run_attach_live(o, parse_pid(o.pid));
+        return;
+    }
     if (o.duration < 0 || std::isnan(o.duration))
         throw UsageError("--duration must be a positive number of seconds", k_usage_exit);
     pid_t pid = parse_pid(o.pid);
@@ -100,6 +171,9 @@ void run_attach(const AttachOptions& o) {
     format::set_setting(a.settings.output, output_abs);
     a.settings.native = o.native;
     a.settings.compress = !o.no_compress;
+    a.settings.follow_fork = o.follow_fork;
+    a.settings.trace_python_allocators = o.trace_python_allocators;
+    a.settings.aggregate = o.aggregate;
     a.settings.log_level = launch::log_level_from_environment(false);
     launch::OutputFile file(o.output, output_abs, o.force);
     a.output_fd = file.fd();
@@ -185,11 +259,14 @@ void register_attach(CLI::App& app) {
     auto o = std::make_shared<AttachOptions>();
     auto* sub = app.add_subcommand("attach", "Begin tracking allocations in an already-started process");
     sub->add_option("pid", o->pid, "Process ID (PID) of the process to attach to")->required();
-    sub->add_option("-o,--output", o->output, "Capture file to write (required for now)");
+    sub->add_option("-o,--output", o->output,
+                    "Capture allocations into the given file instead of starting a live tracking "
+                    "session");
     sub->add_flag("-f,--force", o->force, "Overwrite the output file if it exists");
     sub->add_flag("--native", o->native, "Record native (C/C++) stack frames as well");
     auto* coe = sub->add_flag("--compress-on-exit", o->compress_on_exit,
-                              "Compress the capture with lz4 (the default)");
+                              "Compress the capture with lz4 (the default; blocks are compressed "
+                              "while recording)");
     auto* nc = sub->add_flag("--no-compress", o->no_compress, "Write uncompressed blocks");
     coe->excludes(nc);
     nc->excludes(coe);
@@ -199,10 +276,16 @@ void register_attach(CLI::App& app) {
                     "Accepted for compatibility with memray and ignored: no debugger is needed")
         ->check(CLI::IsMember({"auto", "sys.remote_exec", "gdb", "lldb"}));
     sub->add_flag("-v,--verbose", o->verbose, "Print each step with its timing on stderr");
-    sub->add_flag("--aggregate", o->aggregate, "Not supported yet");
-    sub->add_flag("--follow-fork", o->follow_fork, "Not supported yet");
-    sub->add_flag("--trace-python-allocators", o->trace_python_allocators, "Not supported yet");
-    sub->footer("Stop tracking with 'memray detach PID'; the target keeps running either way.");
+    sub->add_flag("--aggregate", o->aggregate,
+                  "Write per-location peak and leak tables instead of every allocation "
+                  "(a much smaller file; checkpointed every second)");
+    sub->add_flag("--follow-fork", o->follow_fork,
+                  "Record children forked after the attach, each into <output>.<child pid>");
+    sub->add_flag("--trace-python-allocators", o->trace_python_allocators,
+                  "Record every allocation of Python's object and memory allocators (pymalloc) "
+                  "as PYMALLOC_* events, from now until the detach");
+    sub->footer("Without -o: the live view until you quit it (q), which stops tracking. With -o: "
+                "stop tracking with 'memray detach PID'. The target keeps running either way.");
     sub->callback([o] { run_attach(*o); });
 }
 

@@ -23,11 +23,6 @@ class UsageError : public std::runtime_error {
 // Usage mistakes exit with 2 (as argparse does); problems with files and programs exit with 1.
 constexpr int k_usage_exit = 2;
 
-// An option of memray's that is accepted but not implemented yet: a usage error when given.
-inline void reject_planned_option(bool given, const char* name) {
-    if (given) throw UsageError("--" + std::string(name) + " is not supported yet", k_usage_exit);
-}
-
 // Each registers its subcommand on `app`; the callback runs the command and may throw. A command
 // whose success is not simply 0 (run: the program's status) stores its exit status in
 // `exit_status`, which main returns; no command exits the process itself.
@@ -41,6 +36,7 @@ void register_flamegraph(CLI::App& app);  // flamegraph.cpp
 void register_table(CLI::App& app);       // table.cpp
 void register_tree(CLI::App& app);        // tree.cpp
 void register_transform(CLI::App& app);   // transform.cpp
+void register_live(CLI::App& app);        // live.cpp
 
 // Path of libmemray-payload.so: $MEMRAY_PAYLOAD; else, for the memray of the build tree, the
 // payload built with it; else the installed one, found relative to the running binary

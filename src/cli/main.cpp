@@ -13,16 +13,6 @@
 
 namespace {
 
-// Subcommands of memray that arrive with later work; answered clearly instead of "unknown".
-void register_planned(CLI::App& app, const char* name, const char* what) {
-    auto* sub = app.add_subcommand(name, std::string(what) + " (not supported yet)");
-    sub->allow_extras();
-    sub->callback([name] {
-        throw memray::cli::UsageError(fmt::format("'memray {}' is not supported yet", name),
-                                      memray::cli::k_usage_exit);
-    });
-}
-
 // memray's global -v (repeatable): more log output. Ours is the payload's, whose level
 // MEMRAY_LOG_LEVEL sets (launch::log_level_from_environment); an explicit value wins.
 void raise_verbosity(std::int64_t count) {
@@ -50,7 +40,7 @@ int main(int argc, char** argv) {
     memray::cli::register_table(app);
     memray::cli::register_tree(app);
     memray::cli::register_transform(app);
-    register_planned(app, "live", "Remotely monitor allocations in a text-based interface");
+    memray::cli::register_live(app);
 
     try {
         app.parse(argc, argv);

@@ -85,6 +85,23 @@ class ParsePrinter final : public format::RecordListener {
                              "allocator={} node={}",
                              e.time_us, e.thread, e.address, e.size, name, e.node));
     }
+    void on_heap_sample(const format::HeapSample& s) override {
+        line(fmt::format("HEAP_SAMPLE time_us={} rss={} heap={}", s.time_us, s.rss, s.heap));
+    }
+    void on_aggregate_location(const format::AggregateLocation& l) override {
+        line(fmt::format("AGGREGATED_ALLOCATION thread={} allocator={} node={} "
+                         "n_allocations_in_high_water_mark={} bytes_in_high_water_mark={} "
+                         "n_allocations_leaked={} bytes_leaked={}",
+                         l.thread, format::allocator_name(l.allocator), l.node,
+                         l.amounts.peak_count, l.amounts.peak_bytes, l.amounts.end_count,
+                         l.amounts.end_bytes));
+    }
+    void on_checkpoint(const format::CheckpointFields& c) override {
+        line(fmt::format("CHECKPOINT time_us={} allocations={} deallocations={} total_bytes={} "
+                         "heap={} peak_bytes={} peak_time_us={} locations={}",
+                         c.time_us, c.allocations, c.deallocations, c.total_bytes, c.heap,
+                         c.peak_bytes, c.peak_time_us, c.locations));
+    }
     void on_trailer(const format::Trailer& t) override {
         line(fmt::format("TRAILER end_time_us={} allocations={} deallocations={} threads={} "
                          "codes={} nodes={}",

@@ -33,7 +33,8 @@ void run_summary(const SummaryOptions& o) {
         throw UsageError("The --sort-column argument must be between 1 and 5", 2);
     auto reader = report::open_capture(o.results);
     report::Summary summary;
-    if (o.temporary || o.threshold >= 0) {
+    // An aggregated capture has no events for the tracker: its checkpoint is the snapshot.
+    if (o.temporary || o.threshold >= 0 || reader->aggregated()) {
         report::SnapshotOptions so = view_snapshot_options(false, o.temporary, o.threshold);
         report::Snapshot snapshot = read_snapshot(*reader, so, o.results);
         ReportStacks stacks(*reader, o.symbols);

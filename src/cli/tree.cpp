@@ -1,4 +1,5 @@
-// `memray tree [-b N] [--temporary-allocations | --temporary-allocation-threshold N] capture`
+// `memray tree [-b N] [--temporary-allocations | --temporary-allocation-threshold N] capture`:
+// the interactive tree on a terminal, the static tree when stdout (or stdin) is not one.
 #include <fmt/core.h>
 #include <unistd.h>
 
@@ -12,6 +13,9 @@
 #include "report/snapshot.hpp"
 #include "report/stack_resolver.hpp"
 #include "report/tree_report.hpp"
+#include "tui/terminal.hpp"
+#include "tui/tree_model.hpp"
+#include "tui/tree_view.hpp"
 
 namespace memray::cli {
 
@@ -38,6 +42,16 @@ void run_tree(const TreeCliOptions& o) {
     report::Snapshot snapshot = read_snapshot(*reader, so, o.results);
     ReportStacks stacks(*reader, o.symbols);
     const report::StackResolver& resolver = stacks.resolver();
+    if (isatty(0) && isatty(1)) {
+        tui::TreeModel model(report::biggest_stacks(snapshot, resolver, to), to.biggest);
+        try {
+            tui::run_tree_view(model);
+            stacks.print_warnings();  // after the full-screen session, which would hide them
+            return;
+        } catch (const tui::TerminalError&) {
+            // e.g. TERM names no known terminal: the static tree still works there
+        }
+    }
     to.color = isatty(1) != 0;
     std::string text = report::render_tree(snapshot, resolver, to);
     stacks.print_warnings();

@@ -220,6 +220,57 @@ inline void encode_deallocation(ByteSink& out, EncoderState& st, Allocator kind,
     if (kind == Allocator::Munmap) out.put_varint(size);
 }
 
+inline void encode_heap_sample(ByteSink& out, uint64_t time_us, uint64_t rss, uint64_t heap) {
+    out.put_u8(uint8_t(Tag::HeapSample));
+    out.put_varint(time_us);
+    out.put_varint(rss);
+    out.put_varint(heap);
+}
+
+struct AggregateAmounts {
+    uint64_t peak_count = 0;
+    uint64_t peak_bytes = 0;
+    uint64_t end_count = 0;
+    uint64_t end_bytes = 0;
+};
+
+inline void encode_aggregate_location(ByteSink& out, EncoderState& st, uint32_t node,
+                                      uint32_t thread, Allocator allocator,
+                                      const AggregateAmounts& a) {
+    out.put_u8(uint8_t(Tag::AggregateLocation));
+    out.put_zvarint(int64_t(node) - int64_t(st.node));
+    st.node = node;
+    out.put_varint(thread);
+    out.put_u8(uint8_t(allocator));
+    out.put_varint(a.peak_count);
+    out.put_varint(a.peak_bytes);
+    out.put_varint(a.end_count);
+    out.put_varint(a.end_bytes);
+}
+
+struct CheckpointFields {
+    uint64_t time_us = 0;
+    uint64_t allocations = 0;
+    uint64_t deallocations = 0;
+    uint64_t total_bytes = 0;
+    uint64_t heap = 0;
+    uint64_t peak_bytes = 0;
+    uint64_t peak_time_us = 0;
+    uint64_t locations = 0;
+};
+
+inline void encode_checkpoint(ByteSink& out, const CheckpointFields& c) {
+    out.put_u8(uint8_t(Tag::Checkpoint));
+    out.put_varint(c.time_us);
+    out.put_varint(c.allocations);
+    out.put_varint(c.deallocations);
+    out.put_varint(c.total_bytes);
+    out.put_varint(c.heap);
+    out.put_varint(c.peak_bytes);
+    out.put_varint(c.peak_time_us);
+    out.put_varint(c.locations);
+}
+
 struct TrailerFields {
     uint64_t end_time_us = 0;
     uint64_t allocations = 0;

@@ -101,6 +101,25 @@ Reader::Reader(const std::string& path) : m_path(path) {
         m_file_size = n > 0 ? uint64_t(n) : 0;
         std::fseek(m_file, 0, SEEK_SET);
     }
+    read_header();
+}
+
+Reader::Reader(std::FILE* stream, const std::string& name) : m_path(name), m_file(stream) {
+    m_stream = true;
+    read_header();
+}
+
+size_t Reader::read_at(uint8_t* out, size_t n) {
+    if (!m_stream && std::fseek(m_file, long(m_offset), SEEK_SET) != 0)
+        throw FileError("cannot read " + m_path + ": " + std::strerror(errno));
+    size_t got = std::fread(out, 1, n, m_file);
+    if (got < n && std::ferror(m_file))
+        throw FileError("cannot read " + m_path + ": " + std::strerror(errno));
+    return got;
+}
+
+void Reader::read_header() {
+    const std::string& path = m_path;
     uint8_t fixed[16];
     size_t got = std::fread(fixed, 1, sizeof fixed, m_file);
     if (got < 8 || std::memcmp(fixed, k_file_magic, 8) != 0) {
@@ -129,7 +148,7 @@ Reader::Reader(const std::string& path) : m_path(path) {
                           " bytes)");
     }
     uint32_t body_len = get_le32(fixed + 12);
-    if (body_len > (1u << 20) || 16 + uint64_t(body_len) > m_file_size) {
+    if (body_len > (1u << 20) || (!m_stream && 16 + uint64_t(body_len) > m_file_size)) {
         std::fclose(m_file);
         m_file = nullptr;
         throw FormatError(path + " has a corrupt header (body length " + std::to_string(body_len) +
@@ -172,8 +191,7 @@ void Reader::corrupt(const std::string& what) const {
 
 bool Reader::load_block() {
     if (m_done) return false;
-    uint64_t remaining = m_file_size > m_offset ? m_file_size - m_offset : 0;
-    if (remaining == 0) {
+    auto no_more = [&] {
         m_done = true;
         if (!m_trailer) {
             m_truncated = true;
@@ -181,7 +199,9 @@ bool Reader::load_block() {
                                   "is still running)";
         }
         return false;
-    }
+    };
+    uint64_t remaining = m_file_size > m_offset ? m_file_size - m_offset : 0;
+    if (!m_stream && remaining == 0) return no_more();
     m_block_offset = m_offset;
     uint8_t hdr_bytes[k_block_header_size];
     auto cut = [&](const char* where) {
@@ -191,10 +211,13 @@ bool Reader::load_block() {
             std::string("the capture ends inside ") + where + " at offset " + std::to_string(m_offset);
         return false;
     };
-    if (remaining < k_block_header_size) return cut("a block header");
-    if (std::fseek(m_file, long(m_offset), SEEK_SET) != 0 ||
-        std::fread(hdr_bytes, 1, sizeof hdr_bytes, m_file) != sizeof hdr_bytes)
+    if (!m_stream && remaining < k_block_header_size) return cut("a block header");
+    size_t got = read_at(hdr_bytes, sizeof hdr_bytes);
+    if (m_stream && got == 0) return no_more();
+    if (got != sizeof hdr_bytes) {
+        if (m_stream) return cut("a block header");
         throw FileError("cannot read " + m_path + ": " + std::strerror(errno));
+    }
     BlockHeader h{};
     switch (parse_block_header(hdr_bytes, h)) {
         case BlockStatus::Ok: break;
@@ -202,11 +225,13 @@ bool Reader::load_block() {
         case BlockStatus::BadCodec: corrupt("unknown block codec");
         case BlockStatus::TooLarge: corrupt("impossible block length");
     }
-    if (remaining - k_block_header_size < h.stored_len) return cut("a block");
+    if (!m_stream && remaining - k_block_header_size < h.stored_len) return cut("a block");
     m_stored.resize(h.stored_len);
     m_raw.resize(h.raw_len);
-    if (h.stored_len && std::fread(m_stored.data(), 1, h.stored_len, m_file) != h.stored_len)
+    if (h.stored_len && std::fread(m_stored.data(), 1, h.stored_len, m_file) != h.stored_len) {
+        if (m_stream && !std::ferror(m_file)) return cut("a block");
         throw FileError("cannot read " + m_path + ": " + std::strerror(errno));
+    }
     if (!unframe_block(h, m_stored.data(), m_raw.data())) corrupt("checksum or compression error");
     if (m_listener) m_listener->on_block(m_block_offset, h.codec, h.raw_len, h.stored_len);
     m_offset += k_block_header_size + h.stored_len;
@@ -355,6 +380,60 @@ Reader::Item Reader::next_slow() {
                 m_pos = c.pos;
                 if (m_listener) m_listener->on_sample(m_sample);
                 return Item::Sample;
+            }
+            case Tag::HeapSample: {
+                HeapSample h;
+                h.time_us = c.varint();
+                h.rss = c.varint();
+                h.heap = c.varint();
+                if (!c.ok) corrupt("truncated heap sample");
+                if (m_listener) m_listener->on_heap_sample(h);
+                m_pending_samples.push_back(h);
+                break;
+            }
+            case Tag::AggregateLocation: {
+                AggregateLocation l;
+                m_node = uint32_t(uint64_t(m_node) + uint64_t(c.zvarint()));
+                l.node = m_node;
+                uint64_t thread = c.varint();
+                uint8_t allocator = c.u8();
+                l.amounts.peak_count = c.varint();
+                l.amounts.peak_bytes = c.varint();
+                l.amounts.end_count = c.varint();
+                l.amounts.end_bytes = c.varint();
+                if (!c.ok || thread > m_threads.size() + k_max_id_jump || allocator == 0 ||
+                    allocator > k_allocator_max || is_deallocator(Allocator(allocator)))
+                    corrupt("bad aggregate location record");
+                l.thread = uint32_t(thread);
+                l.allocator = Allocator(allocator);
+                if (m_listener) m_listener->on_aggregate_location(l);
+                m_pending_locations.push_back(l);
+                break;
+            }
+            case Tag::Checkpoint: {
+                CheckpointFields cp;
+                cp.time_us = c.varint();
+                cp.allocations = c.varint();
+                cp.deallocations = c.varint();
+                cp.total_bytes = c.varint();
+                cp.heap = c.varint();
+                cp.peak_bytes = c.varint();
+                cp.peak_time_us = c.varint();
+                cp.locations = c.varint();
+                if (!c.ok) corrupt("truncated checkpoint record");
+                if (cp.locations != m_pending_locations.size())
+                    corrupt("checkpoint announces " + std::to_string(cp.locations) +
+                            " locations, " + std::to_string(m_pending_locations.size()) +
+                            " were read");
+                if (m_listener) m_listener->on_checkpoint(cp);
+                m_aggregate.checkpoints += 1;
+                m_aggregate.totals = cp;
+                m_aggregate.locations.swap(m_pending_locations);
+                m_pending_locations.clear();
+                m_aggregate.samples.insert(m_aggregate.samples.end(), m_pending_samples.begin(),
+                                           m_pending_samples.end());
+                m_pending_samples.clear();
+                break;
             }
             case Tag::Trailer: {
                 Trailer t;

@@ -105,6 +105,29 @@ struct ObjectInfo {
 
 using Trailer = TrailerFields;
 
+// Aggregated captures (records.hpp, HeapSample .. Checkpoint).
+struct HeapSample {
+    uint64_t time_us = 0;
+    uint64_t rss = 0;
+    uint64_t heap = 0;  // tracked heap at that time
+};
+
+struct AggregateLocation {
+    uint32_t node = 0;
+    uint32_t thread = 0;
+    Allocator allocator = Allocator::Malloc;
+    AggregateAmounts amounts;
+};
+
+// The last complete checkpoint of an aggregated capture: its location table, the heap samples
+// up to it and its totals. Empty (checkpoints == 0) until one has been read.
+struct Aggregate {
+    uint64_t checkpoints = 0;
+    CheckpointFields totals;
+    std::vector<AggregateLocation> locations;  // in order of first allocation
+    std::vector<HeapSample> samples;
+};
+
 // Sees every record in file order, before the reader absorbs it. Offsets are of the block.
 class RecordListener {
   public:
@@ -120,12 +143,20 @@ class RecordListener {
     virtual void on_sample(const MemorySample& /*s*/) {}
     virtual void on_event(const Event& /*e*/) {}
     virtual void on_trailer(const Trailer& /*t*/) {}
+    virtual void on_heap_sample(const HeapSample& /*s*/) {}
+    virtual void on_aggregate_location(const AggregateLocation& /*l*/) {}
+    virtual void on_checkpoint(const CheckpointFields& /*c*/) {}
 };
 
 class Reader {
   public:
     // Opens the file and reads its header. Throws FileError or FormatError.
     explicit Reader(const std::string& path);
+    // Reads a stream that cannot seek (the live viewer's connection, docs/live.md): `stream` is
+    // read block by block as the reader advances, a read may block, and the end of the stream
+    // ends the capture (truncated() when no trailer came). `name` stands for the path in
+    // messages. Takes ownership of `stream`.
+    Reader(std::FILE* stream, const std::string& name);
     ~Reader();
     Reader(const Reader&) = delete;
     Reader& operator=(const Reader&) = delete;
@@ -168,6 +199,10 @@ class Reader {
     // before a dlclose still name addresses in objects that are gone from objects().
     const std::vector<ObjectInfo>& all_objects() const { return m_all_objects; }
     const std::optional<Trailer>& trailer() const { return m_trailer; }
+    // True for a capture written with --aggregate (no events: read to the end, then aggregate()).
+    bool aggregated() const { return (m_header.flags & k_flag_aggregated) != 0; }
+    // The last complete checkpoint read so far.
+    const Aggregate& aggregate() const { return m_aggregate; }
 
     // True once the end was reached without a trailer or in the middle of a block.
     bool truncated() const { return m_truncated; }
@@ -219,11 +254,16 @@ class Reader {
         m_pos = p;
     }
     Item next_slow();
+    void read_header();
     bool load_block();
+    // Reads exactly n bytes at the current position (the stream's, or m_offset's in a file).
+    // Returns the count read: less than n only at the end of the data.
+    size_t read_at(uint8_t* out, size_t n);
     [[noreturn]] void corrupt(const std::string& what) const;
 
     std::string m_path;
     std::FILE* m_file = nullptr;
+    bool m_stream = false;        // no seeking, no size: read until the end of the stream
     uint64_t m_file_size = 0;
     uint64_t m_offset = 0;        // file offset of the next block
     uint64_t m_block_offset = 0;  // file offset of the current block
@@ -250,6 +290,9 @@ class Reader {
     std::vector<ObjectInfo> m_all_objects;
     std::vector<std::string> m_object_keys;  // sorted (bias, path, build-id) of m_all_objects
     std::optional<Trailer> m_trailer;
+    Aggregate m_aggregate;
+    std::vector<AggregateLocation> m_pending_locations;  // of the checkpoint being read
+    std::vector<HeapSample> m_pending_samples;
     bool m_truncated = false;
     bool m_done = false;
     std::string m_truncation_reason;

@@ -19,9 +19,10 @@ namespace memray::format {
 // starts from zero at every block, so every block decodes on its own once the interning records
 // (code, node, thread, object) that precede it are known.
 inline constexpr uint8_t k_file_magic[8] = {'M', 'E', 'M', 'R', 'A', 'Y', 'C', 'P'};
-// History: 1 first release; 2 Node kind 2 (Python entry frame). A reader accepts exactly its own
-// version: the version is checked before anything else in the file is read.
-inline constexpr uint32_t k_format_version = 2;
+// History: 1 first release; 2 Node kind 2 (Python entry frame); 3 aggregated captures
+// (HeapSample, AggregateLocation, Checkpoint). A reader accepts exactly its own version: the
+// version is checked before anything else in the file is read.
+inline constexpr uint32_t k_format_version = 3;
 inline constexpr uint32_t k_block_magic = 0x4b4c424d;  // "MBLK" little-endian
 inline constexpr size_t k_block_header_size = 17;
 // A writer never produces larger blocks; a reader rejects them (protects against corrupt lengths).
@@ -78,7 +79,7 @@ constexpr const char* allocator_name(Allocator a) {
 enum HeaderFlag : uint32_t {
     k_flag_native = 1u << 0,             // native return addresses recorded
     k_flag_python_allocators = 1u << 1,  // PYMALLOC_* events recorded
-    k_flag_aggregated = 1u << 2,         // reserved for --aggregate
+    k_flag_aggregated = 1u << 2,         // --aggregate: checkpoints instead of events
     k_flag_compressed = 1u << 3,         // blocks use Codec::Lz4
 };
 
@@ -129,6 +130,26 @@ enum class Tag : uint8_t {
     // varint deallocation events, varint thread count, varint code count, varint node count.
     // The last record of a capture that was finalized; its absence means the capture was cut.
     Trailer = 0x09,
+    // --- Aggregated captures only (header flag k_flag_aggregated). Such a file holds no events
+    // and no MemorySample; it is a stream of checkpoints. A checkpoint is every record after the
+    // previous Checkpoint record (interning records and HeapSamples new since then, then the
+    // whole location table as of now) up to and including its own Checkpoint record. A reader
+    // uses the last complete checkpoint and ignores what follows it (a killed process).
+    //
+    // varint time (microseconds since capture start, absolute), varint rss bytes, varint tracked
+    // heap bytes at that time.
+    HeapSample = 0x0a,
+    // One location (stack node, thread, allocator) of the current checkpoint: zvarint node delta
+    // (from the previous AggregateLocation of this block), varint thread index, u8 allocator,
+    // varint allocations and varint bytes alive at the high-water mark so far, varint
+    // allocations and varint bytes alive now. Locations come in the order of their first
+    // allocation; those with all four numbers zero are left out.
+    AggregateLocation = 0x0b,
+    // Ends a checkpoint: varint time (microseconds since capture start), varint allocation
+    // events, varint deallocation events, varint bytes allocated, varint heap now, varint
+    // high-water mark, varint time of the high-water mark (latest on ties), varint number of
+    // AggregateLocation records in this checkpoint.
+    Checkpoint = 0x0c,
     // Events: tag = k_event_tag_base + allocator.
     //   allocation kinds:      zvarint address delta, varint size, zvarint node delta
     //   Free / PymallocFree:   zvarint address delta

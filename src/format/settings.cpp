@@ -82,6 +82,15 @@ int parse_settings(const char* text, PayloadSettings& out, char* err, size_t err
             else if (key_is("output_fd_handoff")) ok = parse_bool(v, vlen, out.output_fd_handoff);
             else if (key_is("handoff_timeout_ms")) ok = parse_uint(v, vlen, 7, out.handoff_timeout_ms);
             else if (key_is("log_level")) ok = parse_uint(v, vlen, 1, out.log_level) && out.log_level <= 3;
+            else if (key_is("follow_fork")) ok = parse_bool(v, vlen, out.follow_fork);
+            else if (key_is("trace_python_allocators"))
+                ok = parse_bool(v, vlen, out.trace_python_allocators);
+            else if (key_is("live_port"))
+                ok = parse_uint(v, vlen, 5, out.live_port) && out.live_port >= 1 && out.live_port <= 65535;
+            else if (key_is("live_reconnect")) ok = parse_bool(v, vlen, out.live_reconnect);
+            else if (key_is("live_accept_timeout_ms"))
+                ok = parse_uint(v, vlen, 7, out.live_accept_timeout_ms);
+            else if (key_is("aggregate")) ok = parse_bool(v, vlen, out.aggregate);
             else if (unknown) ++*unknown;
             if (!ok) {
                 snprintf(err, err_len, "invalid value for setting '%.*s': '%.*s'", int(klen), p,
@@ -91,7 +100,7 @@ int parse_settings(const char* text, PayloadSettings& out, char* err, size_t err
         }
         p = *line_end ? line_end + 1 : line_end;
     }
-    if (!out.output[0]) {
+    if (!out.output[0] && out.live_port == 0) {
         snprintf(err, err_len, "no output file given (setting 'output')");
         return -EINVAL;
     }

@@ -17,7 +17,7 @@ struct PayloadSettings {
     static constexpr int k_default_log_level = 2;   // warnings
     static constexpr int k_default_handoff_ms = 10000;
 
-    char output[4096] = {};       // capture file (required); with handoff only shown in messages
+    char output[4096] = {};       // capture file (required unless live); with handoff only shown in messages
     char command[4096] = {};      // command line stored in the header ("" = /proc/self/cmdline)
     bool native = false;          // native return addresses (always on for non-Python processes)
     bool compress = true;         // lz4 blocks
@@ -25,10 +25,18 @@ struct PayloadSettings {
     bool output_fd_handoff = false;  // start_async: receive the open output over SCM_RIGHTS
     int handoff_timeout_ms = k_default_handoff_ms;  // how long to wait for that descriptor
     int log_level = k_default_log_level;            // 0 debug .. 3 error
+    bool follow_fork = false;  // a forked child records into <output stem>.<child pid>
+    bool trace_python_allocators = false;  // hook CPython's PyMem/PyObject domains (PYMALLOC_*)
+    bool aggregate = false;  // --aggregate: write checkpoints of per-location tables
+    // Live mode (docs/live.md): instead of a file, the capture stream goes to one viewer that
+    // connects to 127.0.0.1:live_port; `output` then only names it in messages.
+    int live_port = 0;                // 1-65535; 0 = not live
+    bool live_reconnect = false;      // --live-remote: accept a new viewer after one leaves
+    int live_accept_timeout_ms = 0;   // how long to wait for a viewer; 0 = as long as it takes
 };
 
 // Parses `text` into `out` (which keeps its defaults for keys not given). Returns 0, or -EINVAL
-// with one line in `err` (malformed line, bad value, value too long, no output). Skipped unknown
+// with one line in `err` (malformed line, bad value, value too long, no output and not live). Skipped unknown
 // keys are counted in `*unknown` when it is not null.
 int parse_settings(const char* text, PayloadSettings& out, char* err, size_t err_len,
                    int* unknown = nullptr) noexcept;

@@ -237,12 +237,36 @@ Injection inject(const AttachOptions& o, const attach::ProcessInfo& info,
     attach::Tracer tracer(pid, topt);
     steps.note("seized {} threads of process {}", tracer.threads().size(), pid);
 
+    // A re-attach to a payload with a settings area: the settings go there now, while every
+    // thread runs, and the borrowed thread only runs start_async (one round trip, not three).
+    bool use_area = loaded && loaded->settings_area_address != 0 &&
+                    settings.size() < MEMRAY_PAYLOAD_SETTINGS_AREA_SIZE;
+    if (use_area)
+        tracer.write_memory(loaded->settings_area_address, settings.c_str(), settings.size() + 1);
+
     std::vector<uint64_t> entries = {libc.malloc, libc.free};
     entries.insert(entries.end(), extra_entries.begin(), extra_entries.end());
     pid_t tid = tracer.stop_at_safe_point(entries, k_breakpoint_wait);
     auto stopped_at = clock::now();
     result.tid = tid;
     steps.note("thread {} stopped at a safe point", tid);
+    auto finish = [&] {
+        tracer.resume(tid);
+        result.stopped_ms =
+            std::chrono::duration<double, std::milli>(clock::now() - stopped_at).count();
+        steps.note("thread {} resumed after {:.2f} ms", tid, result.stopped_ms);
+        return result;
+    };
+
+    if (use_area) {
+        steps.note("payload already loaded in process {} ({}); settings in its settings area",
+                   pid, loaded->mapped_as);
+        uint64_t rc = tracer.call(tid, loaded->start_async_address, {loaded->settings_area_address},
+                                  o.timeout);
+        result.start_rc = int32_t(uint32_t(rc));
+        steps.note("memray_payload_start_async returned {}", result.start_rc);
+        return finish();
+    }
 
     int64_t scratch = tracer.syscall(
         tid, SYS_mmap,
@@ -332,11 +356,7 @@ Injection inject(const AttachOptions& o, const attach::ProcessInfo& info,
         throw;
     }
     cleanup();
-    tracer.resume(tid);
-    result.stopped_ms =
-        std::chrono::duration<double, std::milli>(clock::now() - stopped_at).count();
-    steps.note("thread {} resumed after {:.2f} ms", tid, result.stopped_ms);
-    return result;
+    return finish();
 }
 
 // True when `pid` no longer runs (gone, or a zombie waiting for its parent).
@@ -392,7 +412,8 @@ AttachResult attach_steps(const AttachOptions& o) {
     }
 
     format::PayloadSettings handoff = o.settings;
-    handoff.output_fd_handoff = true;
+    // No descriptor: a live session (settings.live_port), whose payload opens its own socket.
+    handoff.output_fd_handoff = o.output_fd >= 0;
     handoff.handoff_timeout_ms = static_cast<int>(o.timeout.count());
     std::string settings = format::settings_text(handoff);
 
@@ -422,11 +443,15 @@ AttachResult attach_steps(const AttachOptions& o) {
         if (s.state == MEMRAY_STATE_WAITING_FOR_OUTPUT) {
             send_fd(pid, s.handoff_fd, o.output_fd);
             steps.note("output file handed to process {} (its fd {})", pid, s.handoff_fd);
+        }
+        // Then the session begins; with --trace-python-allocators it also waits for the GIL.
+        auto starting = [](uint32_t state) {
+            return state == MEMRAY_STATE_WAITING_FOR_OUTPUT || state == MEMRAY_STATE_WAITING_FOR_GIL;
+        };
+        if (ours(s) && starting(s.state)) {
             s = wait_for_status(
                 pid, loaded->status_address,
-                [&](const PayloadStatus& s) {
-                    return ours(s) && s.state != MEMRAY_STATE_WAITING_FOR_OUTPUT;
-                },
+                [&](const PayloadStatus& s) { return ours(s) && !starting(s.state); },
                 o.timeout, "the start of tracking", o.cancelled);
         }
         if (s.state == MEMRAY_STATE_FAILED || !ours(s)) {
@@ -440,6 +465,14 @@ AttachResult attach_steps(const AttachOptions& o) {
     } catch (const attach::Interrupted&) {
         // Tracking may be about to start: make sure it stops again (the control thread gives up
         // waiting for the output on its own).
+        try {
+            write_stop_request(pid, loaded->status_address, expected);
+        } catch (const AttachError&) {
+        }
+        throw;
+    } catch (const attach::CallTimeout&) {
+        // The same when the start is slow rather than interrupted (--trace-python-allocators
+        // waits for the GIL, which a thread may hold for long): it must not begin unwatched.
         try {
             write_stop_request(pid, loaded->status_address, expected);
         } catch (const AttachError&) {

@@ -21,7 +21,7 @@ struct AttachOptions {
     std::string payload_path;  // libmemray-payload.so as this process sees it
     // For the payload (format/settings.hpp); output_fd_handoff and its timeout are set here.
     format::PayloadSettings settings;
-    int output_fd = -1;  // the open capture file, handed to the target
+    int output_fd = -1;  // the open capture file, handed to the target (-1: live, none)
     std::chrono::milliseconds timeout{5000};  // bound of every wait
     bool verbose = false;                     // steps with timings on stderr
     std::function<bool()> cancelled;          // SIGINT/SIGTERM: restore and throw Interrupted

@@ -53,10 +53,7 @@ std::string bounded(const char* text, size_t cap) { return std::string(text, ::s
 
 }  // namespace
 
-bool PayloadStatus::busy() const {
-    return state == MEMRAY_STATE_STARTING || state == MEMRAY_STATE_WAITING_FOR_OUTPUT ||
-           state == MEMRAY_STATE_ACTIVE || state == MEMRAY_STATE_STOPPING;
-}
+bool PayloadStatus::busy() const { return memray_payload_state_busy(state) != 0; }
 
 bool PayloadStatus::write_failed() const { return state == MEMRAY_STATE_STOPPED && error_code != 0; }
 
@@ -69,6 +66,9 @@ const char* state_name(uint32_t state) {
         case MEMRAY_STATE_STOPPING: return "stopping";
         case MEMRAY_STATE_STOPPED: return "stopped";
         case MEMRAY_STATE_FAILED: return "failed";
+        case MEMRAY_STATE_WAITING_FOR_GIL:
+            return "waiting for the GIL, held by a thread of the program, to install the Python "
+                   "allocator hooks";
     }
     return "unknown";
 }
@@ -87,7 +87,8 @@ std::optional<LoadedPayload> find_loaded_payload(pid_t pid, const std::vector<at
     for (const auto& m : maps) {
         if (m.offset != 0 || !is_payload_mapping(m.path)) continue;
         std::string file = mapped_file_path(pid, m);
-        auto syms = read_dynamic_symbols(file, {"memray_payload_status", "memray_payload_start_async"});
+        auto syms = read_dynamic_symbols(file, {"memray_payload_status", "memray_payload_start_async",
+                                                "memray_payload_settings_area"});
         auto status = syms.values.find("memray_payload_status");
         auto start = syms.values.find("memray_payload_start_async");
         if (status == syms.values.end() || start == syms.values.end()) {
@@ -101,6 +102,8 @@ std::optional<LoadedPayload> find_loaded_payload(pid_t pid, const std::vector<at
         p.load_bias = m.start - syms.first_load_vaddr;
         p.status_address = p.load_bias + status->second;
         p.start_async_address = p.load_bias + start->second;
+        auto area = syms.values.find("memray_payload_settings_area");
+        if (area != syms.values.end()) p.settings_area_address = p.load_bias + area->second;
         return p;
     }
     return std::nullopt;

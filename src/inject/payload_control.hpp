@@ -57,6 +57,7 @@ struct LoadedPayload {
     uint64_t load_bias = 0;
     uint64_t status_address = 0;
     uint64_t start_async_address = 0;
+    uint64_t settings_area_address = 0;  // 0 for payloads built before it existed
 };
 
 // True for a maps path that is our payload (a file named libmemray-payload.so, or its memfd).

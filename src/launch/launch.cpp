@@ -1,5 +1,7 @@
 #include "launch/launch.hpp"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,6 +32,13 @@ constexpr const char* k_bootstrap_stub =
     "import os;exec(compile(os.environ.pop('MEMRAY_BOOTSTRAP'),'<memray>','exec'))";
 
 std::string errno_text(int err) { return std::strerror(err); }
+
+struct FdGuard {
+    int fd = -1;
+    ~FdGuard() {
+        if (fd >= 0) ::close(fd);
+    }
+};
 
 // The command line stored in the capture header: the memray invocation itself.
 std::string own_command_line() {
@@ -146,6 +155,51 @@ ExecSpec python_spec(const LaunchRequest& r) {
     return spec;
 }
 
+// The live modes: no capture file; the program streams to a viewer (docs/live.md).
+int run_live(const LaunchRequest& r, ExecSpec spec) {
+    std::string path = spec.path;
+    std::fflush(stdout);
+    std::fflush(stderr);
+    PendingChild child(std::move(spec));
+    format::PayloadSettings settings = r.settings;
+    std::string text;
+    try {
+        format::set_setting(settings.command, own_command_line());
+        text = format::settings_text(settings);
+    } catch (const std::logic_error& e) {
+        throw LaunchError(std::string("cannot pass the settings to the payload: ") + e.what());
+    }
+    if (!r.while_running && !r.quiet) {
+        std::printf("Run '%s live %d' in another shell to see live results\n", r.live_command.c_str(),
+                    settings.live_port);
+        std::fflush(stdout);
+    }
+    if (int err = child.start(text); err != 0)
+        throw LaunchError("cannot execute " + path + ": " + errno_text(err));
+    bool ended_by_us = false;
+    if (r.while_running) {
+        r.while_running(child.pid());
+        // Still running? (WNOWAIT: an ended program stays for child.wait() to reap.)
+        siginfo_t info{};
+        if (::waitid(P_PID, id_t(child.pid()), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+            info.si_pid == 0) {
+            ::kill(child.pid(), SIGTERM);
+            ended_by_us = true;
+        }
+    }
+    int status = child.wait();
+    if (ended_by_us) return 0;
+    if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        if (!r.quiet) {
+            std::fprintf(stderr, "memray: %s was killed by signal %d (%s)\n", r.target.c_str(), sig,
+                         strsignal(sig));
+        }
+        return 128 + sig;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
 }  // namespace
 
 int log_level_from_environment(bool quiet) {
@@ -162,6 +216,17 @@ int log_level_from_environment(bool quiet) {
 int run_tracked(const LaunchRequest& r) {
     ExecSpec spec = r.mode == Mode::Native ? native_spec(r) : python_spec(r);
     std::string path = spec.path;
+    bool live = r.settings.live_port != 0;
+    FdGuard program_output;
+    if (!r.program_output.empty()) {
+        program_output.fd = ::open(r.program_output.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (program_output.fd < 0) {
+            int err = errno;
+            throw LaunchError("cannot create " + r.program_output + ": " + errno_text(err));
+        }
+        spec.output_fd = program_output.fd;
+    }
+    if (live) return run_live(r, std::move(spec));
 
     std::fflush(stdout);
     std::fflush(stderr);

@@ -8,8 +8,10 @@
 // Depends on format (the settings) only; errors are LaunchError (launch/error.hpp).
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
+#include <sys/types.h>
 #include <vector>
 
 #include "format/settings.hpp"
@@ -27,7 +29,15 @@ struct LaunchRequest {
     std::string output;             // capture file as given; "" = memray's default name
     bool quiet = false;             // no "Writing profile results" / success / signal lines
     // native, compress, force and log_level; output and command are filled in here.
+    // settings.live_port > 0: the program streams to a live viewer instead of writing a file
+    // (docs/live.md); no output file is checked or named.
     format::PayloadSettings settings;
+    // run --live: the program's stdout/stderr go to this file (created here, must not exist)...
+    std::string program_output;
+    // ... and this runs (the view) once the program started; when it returns, a program still
+    // running is ended with SIGTERM. Empty: wait for the program (run --live-remote, file mode).
+    std::function<void(pid_t)> while_running;
+    std::string live_command;  // run --live-remote: how to invoke `memray live` in the message
 };
 
 // Runs the request to its end. Returns the exit status memray should exit with: the program's

@@ -53,6 +53,13 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
     } else {
         spec.env.push_back("MEMRAY_SETTINGS=" + settings);
     }
+    if (spec.output_fd >= 0) {
+        int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
+        ::dup2(spec.output_fd, STDOUT_FILENO);
+        ::dup2(spec.output_fd, STDERR_FILENO);
+        ::setpgid(0, 0);
+    }
     auto argv = c_strings(spec.argv);
     auto envp = c_strings(spec.env);
     ::execve(spec.path.c_str(), argv.data(), envp.data());

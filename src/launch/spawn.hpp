@@ -19,6 +19,9 @@ struct ExecSpec {
     std::vector<std::string> argv;
     std::vector<std::string> env;  // "KEY=value"
     int settings_arg = -1;
+    // >= 0: the program's stdout and stderr go to this descriptor, its stdin is /dev/null, and it
+    // runs in a process group of its own (run --live: the terminal belongs to the view).
+    int output_fd = -1;
 };
 
 // This process's environment with the `set` keys replaced or added and the `unset` keys removed.

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -21,12 +22,17 @@
 
 #include "format/records.hpp"
 #include "format/settings.hpp"
+#include "payload/got_patch.hpp"
 #include "payload/hooks.hpp"
 #include "payload/lock.hpp"
 #include "payload/log.hpp"
 #include "payload/native_stack.hpp"
+#include "payload/objects.hpp"
+#include "payload/python_allocators.hpp"
 #include "payload/python_stack.hpp"
 #include "payload/sink.hpp"
+#include "payload/socket_sink.hpp"
+#include "payload/stack_intern.hpp"
 #include "payload/state.hpp"
 #include "payload/thread_state.hpp"
 #include "payload/tracker.hpp"
@@ -36,6 +42,8 @@ extern "C" {
 __attribute__((visibility("default"))) struct memray_payload_status_t memray_payload_status = {
     MEMRAY_STATUS_MAGIC, MEMRAY_STATUS_VERSION, sizeof(memray_payload_status_t),
     MEMRAY_STATE_IDLE, 0, 0, -1, 0, 0, {}, {}, 0};
+__attribute__((visibility("default"))) char
+    memray_payload_settings_area[MEMRAY_PAYLOAD_SETTINGS_AREA_SIZE] = {};
 }
 
 namespace memray::payload {
@@ -56,6 +64,7 @@ class FailureRecorder final : public Sink {
     void finish() noexcept override { m_inner->finish(); }
     void abandon_in_child() noexcept override { m_inner->abandon_in_child(); }
     const char* describe() const noexcept override { return m_inner->describe(); }
+    bool reconnects() const noexcept override { return m_inner->reconnects(); }
     int error() const noexcept { return m_errno; }  // errno of the first failed write, else 0
     uint64_t unix_ms() const noexcept { return m_unix_ms; }
 
@@ -81,10 +90,22 @@ struct ApiState {
     char executable[4096] = {};
     char output_path[4096] = {};
     FileSink file_sink;  // the session's output
-    FailureRecorder output;  // what the writer writes to: file_sink, remembering a write error
+    SocketSink socket_sink;  // ... or, in live mode, this
+    FailureRecorder output;  // what the writer writes to: one of them, remembering a write error
+    // What a forked child needs to continue the session (follow-fork): set by start_locked(),
+    // read by the fork handlers while they hold session.lock. Survives the child's reset.
+    struct Inherited {
+        bool follow_fork = false;
+        bool python = false;
+        bool native = false;
+        WriterOptions writer;  // the session's header fields (pid and times are redone)
+    } inherited;
+    bool fork_guard_was = false;  // the forking thread's t_in_tracker, under session.lock
     char async_settings[16384] = {};
     PayloadSettings async_parsed;    // control thread only
     PayloadSettings start_settings;  // memray_payload_start: kept off the caller's stack
+    PayloadSettings relisten_settings;  // --live-remote: each new viewer's session (relisten_main)
+    bool relisten_started = false;
 };
 constinit ApiState g_api;
 
@@ -146,6 +167,93 @@ void read_executable(char* out, size_t cap) noexcept {
     out[n > 0 ? n : 0] = '\0';
 }
 
+template <class Release, class Discard>
+int start_session(const PayloadSettings& s, Release release, Discard discard) noexcept;
+
+// A session on the socket sink, whose viewer is connected.
+int start_live_session(const PayloadSettings& s) noexcept {
+    snprintf(g_api.output_path, sizeof g_api.output_path, "%s", g_api.socket_sink.describe());
+    g_api.output.open(&g_api.socket_sink);
+    return start_session(s, [] { g_api.socket_sink.finish(); }, [] {});
+}
+
+int stop_locked() noexcept;
+
+// Threads of ours run at the nice value of the thread that started them, as a thread the program
+// started would. `memray attach` runs the borrowed thread in the real-time class with
+// reset-on-fork for its remote call (src/attach, RealTimeBoost), which alone would give the
+// control thread, and the writer it starts, nice 0. The value travels as the thread's argument.
+constexpr intptr_t k_no_nice = INTPTR_MIN;
+
+void take_spawner_nice(void* arg) noexcept {
+    intptr_t nice = reinterpret_cast<intptr_t>(arg);
+    if (nice != k_no_nice) setpriority(PRIO_PROCESS, 0, int(nice));  // 0: this thread
+}
+
+// --live-remote (docs/live.md): when the viewer goes away the writer fails and tracking stops;
+// this thread then ends that session, waits for the next viewer on the port kept open and starts
+// a new session for it (a new header, stacks sent afresh). It ends when a session ends any other
+// way (the program stops tracking or exits). Polls like the control thread's watch.
+void* relisten_main(void* spawner_nice) noexcept {
+    take_spawner_nice(spawner_nice);
+    t_in_tracker = true;  // nothing this thread does is the program's own allocation
+    prctl(PR_SET_NAME, "memray-relisten", 0, 0, 0);
+    for (;;) {
+        while (g_api.session.active && !writer_failed()) {
+            timespec ten_ms{0, 10 * 1000 * 1000};
+            nanosleep(&ten_ms, nullptr);
+        }
+        {
+            LockGuard lock(g_api.session.lock);
+            if (!g_api.session.active || !writer_failed()) return nullptr;  // ended another way
+            stop_locked();
+        }
+        char err[512];
+        if (g_api.socket_sink.accept_next(err, sizeof err) != 0) {
+            log(LogLevel::Error, "error: %s", err);
+            return nullptr;
+        }
+        LockGuard lock(g_api.session.lock);
+        if (g_api.session.active) return nullptr;  // someone else started tracking meanwhile
+        int rc = start_live_session(g_api.relisten_settings);
+        if (rc != 0) {
+            log(LogLevel::Error, "error: %s", g_api.last_error);
+            return nullptr;
+        }
+        g_api.session.active = true;
+        g_api.session.owner_pid = getpid();
+        log(LogLevel::Info, "a new live viewer connected; tracking again");
+    }
+}
+
+// A detached thread of ours (control, relisten), given the caller's nice value (see
+// take_spawner_nice). 0 or the error of pthread_create.
+int spawn_payload_thread(void* (*main)(void*)) noexcept {
+    // The new thread (and the writer it starts) inherit a fully blocked mask: a signal the
+    // program expects on its own threads (or reads with signalfd) must never be delivered to us.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, 0);  // this thread's, also while in the real-time class
+    void* arg = reinterpret_cast<void*>(errno == 0 ? intptr_t(nice) : k_no_nice);
+    pthread_t thread;
+    int rc = pthread_create(&thread, &attr, main, arg);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return rc;
+}
+
+void start_relisten(const PayloadSettings& s) noexcept {
+    if (g_api.relisten_started) return;
+    g_api.relisten_settings = s;
+    if (spawn_payload_thread(relisten_main) == 0) g_api.relisten_started = true;
+    else log(LogLevel::Warning, "cannot start the thread that waits for another live viewer");
+}
+
 // Under g_api.session.lock. `given_fd` >= 0: the output is already open (attach hands it over; the
 // caller created the file and removes it on failure); it is closed on every path.
 int start_locked(const PayloadSettings& s, int given_fd) noexcept {
@@ -156,6 +264,19 @@ int start_locked(const PayloadSettings& s, int given_fd) noexcept {
         return -ENOMEM;
     }
 
+    if (s.live_port) {
+        char err[512];
+        int rc = g_api.socket_sink.open(s.live_port, s.live_accept_timeout_ms, nullptr,
+                                        s.live_reconnect, err, sizeof err);
+        if (given_fd >= 0) close(given_fd);
+        if (rc != 0) {
+            set_error("%s", err);
+            return rc;
+        }
+        rc = start_live_session(s);
+        if (rc == 0 && s.live_reconnect) start_relisten(s);
+        return rc;
+    }
     // Only a file this call created may be removed again on failure: with force the path may
     // be anything the user pointed at (a device such as /dev/full, a file of theirs).
     bool created = given_fd < 0;
@@ -180,13 +301,22 @@ int start_locked(const PayloadSettings& s, int given_fd) noexcept {
     };
     g_api.file_sink.open(fd, g_api.output_path);
     g_api.output.open(&g_api.file_sink);
-    auto abandon_file = [&] {
-        g_api.file_sink.finish();
-        remove_if_ours();
-    };
+    return start_session(s, [] { g_api.file_sink.finish(); }, remove_if_ours);
+}
 
+// The session on g_api.output, once it is open. `release` closes the output when the writer
+// could not start; `discard` removes what it left (a file this call created).
+template <class Release, class Discard>
+int start_session(const PayloadSettings& s, Release release, Discard discard) noexcept {
     bool python = python_init();
     bool native = s.native || !python;
+    if (s.trace_python_allocators && !(python && python_allocators_available())) {
+        set_error("cannot trace the Python allocators: this process runs no initialized CPython "
+                  "interpreter");
+        release();
+        discard();
+        return -ENOTSUP;
+    }
     native_stack_init();
     tracker_begin_session(python, native);
 
@@ -198,7 +328,9 @@ int start_locked(const PayloadSettings& s, int given_fd) noexcept {
     w.sink = &g_api.output;
     w.compress = s.compress;
     w.flags = (native ? uint32_t(format::k_flag_native) : 0u) |
-              (s.compress ? uint32_t(format::k_flag_compressed) : 0u);
+              (s.compress ? uint32_t(format::k_flag_compressed) : 0u) |
+              (s.trace_python_allocators ? uint32_t(format::k_flag_python_allocators) : 0u) |
+              (s.aggregate ? uint32_t(format::k_flag_aggregated) : 0u);
     w.command_line = g_api.command_line;
     w.python_version = python ? python_version_string() : "";
     w.executable = g_api.executable;
@@ -206,11 +338,16 @@ int start_locked(const PayloadSettings& s, int given_fd) noexcept {
     w.pid = uint64_t(getpid());
     w.start_ns = now_ns();
     w.start_unix_ms = wall_ms();
+    g_api.inherited.follow_fork = s.follow_fork;
+    g_api.inherited.python = python;
+    g_api.inherited.native = native;
+    g_api.inherited.writer = w;
     char err[512];
     int rc = writer_start(w, err, sizeof err);
     if (rc) {
         set_error("%s", err);
-        abandon_file();
+        release();
+        discard();
         return rc;
     }
 
@@ -221,12 +358,13 @@ int start_locked(const PayloadSettings& s, int given_fd) noexcept {
         uninstall_hooks();
         tracker_wait_quiescent();
         writer_finish();  // finishes the sink
-        remove_if_ours();
+        discard();
         set_error("cannot install the allocator hooks: %s", strerror(-rc));
         return rc < 0 ? rc : -EINVAL;
     }
     g_api.session.active = true;
     g_api.session.owner_pid = getpid();
+    python_allocators_want(s.trace_python_allocators);
     return 0;
 }
 
@@ -241,6 +379,17 @@ int stop_locked() noexcept {
     writer_finish();
     g_api.session.active = false;
     return 0;
+}
+
+// After start_locked, with the session lock released: taking the GIL can wait for a thread that
+// holds it and wants the lock (an exec hook finishing the capture).
+int install_python_allocators() noexcept {
+    int rc = python_allocators_install();
+    if (rc == 0) return 0;
+    LockGuard lock(g_api.session.lock);
+    if (g_api.session.active) stop_locked();
+    set_error("cannot install the Python allocator hooks: %s", strerror(-rc));
+    return rc;
 }
 
 
@@ -276,10 +425,7 @@ void publish_write_error() noexcept {
              "cannot write %.900s: %s", memray_payload_status.output, strerror(err));
 }
 
-bool session_busy(uint32_t state) noexcept {
-    return state == MEMRAY_STATE_STARTING || state == MEMRAY_STATE_WAITING_FOR_OUTPUT ||
-           state == MEMRAY_STATE_ACTIVE || state == MEMRAY_STATE_STOPPING;
-}
+bool session_busy(uint32_t state) noexcept { return memray_payload_state_busy(state) != 0; }
 
 uint64_t monotonic_ms() noexcept { return now_ns() / 1000000u; }
 
@@ -354,6 +500,7 @@ void watch_session(uint64_t generation) noexcept {
         bool ended = !g_api.session.active || writer_failed();
         if (!requested && !ended) continue;
         publish_state(MEMRAY_STATE_STOPPING);
+        python_allocators_uninstall();
         {
             LockGuard lock(g_api.session.lock);
             if (g_api.session.active) stop_locked();
@@ -364,7 +511,8 @@ void watch_session(uint64_t generation) noexcept {
     }
 }
 
-void* control_main(void*) noexcept {
+void* control_main(void* spawner_nice) noexcept {
+    take_spawner_nice(spawner_nice);
     t_in_tracker = true;  // nothing this thread does is the program's own allocation
     prctl(PR_SET_NAME, "memray-control", 0, 0, 0);
     memray_payload_status.control_tid = int32_t(syscall(SYS_gettid));
@@ -393,6 +541,10 @@ void* control_main(void*) noexcept {
             } else {
                 rc = start_locked(s, fd);
             }
+        }
+        if (rc == 0 && s.trace_python_allocators) {
+            publish_state(MEMRAY_STATE_WAITING_FOR_GIL);  // what a timed-out attach reports
+            rc = install_python_allocators();
         }
     }
     if (rc != 0) {
@@ -429,18 +581,7 @@ int start_async(const char* settings) noexcept {
     memray_payload_status.handoff_fd = -1;
     memray_payload_status.generation = memray_payload_status.generation + 1;
 
-    // The new thread (and the writer it starts) inherit a fully blocked mask: a signal the
-    // program expects on its own threads (or reads with signalfd) must never be delivered to us.
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_t thread;
-    int rc = pthread_create(&thread, &attr, control_main, nullptr);
-    pthread_attr_destroy(&attr);
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    int rc = spawn_payload_thread(control_main);
     if (rc != 0) {
         char text[128];
         snprintf(text, sizeof text, "cannot start the control thread: %s", strerror(rc));
@@ -448,6 +589,36 @@ int start_async(const char* settings) noexcept {
         return -rc;
     }
     return 0;
+}
+
+// --- Fork (docs/architecture.md, "Fork"). One set of handlers for every lock of the payload,
+// taken in one order: session.lock (start/stop hold it while they take the others), then the
+// tracker's fork gate (no thread inside a record, and none starting one), the GOT
+// patch mutex (start, stop and the dlopen hooks), the loader's list lock (objects.hpp: walks,
+// loads and unloads), the intern lock (recording threads, the writer). Holding them across
+// fork() means no other thread is half way through a session change, a patch, a change or walk
+// of the list of objects or a new stack node at the instant the child's memory is copied.
+
+// The forking thread records nothing from here until our parent/child handler ran: in the child
+// its ring has no writer to drain it until the session is redone, and a handler of another
+// library running before ours could otherwise fill it and wait for room forever.
+void before_fork() noexcept {
+    g_api.session.lock.lock();
+    tracker_fork_gate_close();
+    got::lock_for_fork();
+    objects_lock_for_fork();
+    intern_lock_for_fork();
+    g_api.fork_guard_was = t_in_tracker;
+    t_in_tracker = true;
+}
+
+void parent_after_fork() noexcept {
+    t_in_tracker = g_api.fork_guard_was;
+    intern_unlock_after_fork_parent();
+    objects_unlock_after_fork_parent();
+    got::unlock_after_fork_parent();
+    tracker_fork_gate_open();
+    g_api.session.lock.unlock();
 }
 
 // The control thread does not exist in a forked child; neither does its session.
@@ -458,12 +629,111 @@ void control_after_fork_child() noexcept {
     memray_payload_status.handoff_fd = -1;
 }
 
+// memray's naming: the parent's output with a trailing ".<parent pid>" dropped, then
+// ".<child pid>" (a grandchild of out.bin writes out.bin.<its pid>, not out.bin.<child>.<its pid>).
+// False when the name does not fit.
+bool child_output_path(const char* parent_path, long parent_pid, long child_pid, char* out,
+                       size_t cap) noexcept {
+    char suffix[32];
+    int slen = snprintf(suffix, sizeof suffix, ".%ld", parent_pid);
+    size_t len = std::strlen(parent_path);
+    size_t stem = len;
+    if (slen > 0 && len > size_t(slen) && std::memcmp(parent_path + len - size_t(slen), suffix,
+                                                      size_t(slen)) == 0) {
+        stem = len - size_t(slen);
+    }
+    int n = snprintf(out, cap, "%.*s.%ld", int(stem), parent_path, child_pid);
+    return n > 0 && size_t(n) < cap;
+}
+
+// follow-fork, in the child: a new capture with the parent's options, written by a new writer
+// thread. The slots the parent patched are patched here too (the memory is a copy), so only the
+// tracker, the writer and the output are new. On failure the child just does not record.
+bool continue_in_child(pid_t parent_pid) noexcept {
+    char path[sizeof g_api.output_path];
+    if (!child_output_path(g_api.output_path, long(parent_pid), long(getpid()), path,
+                           sizeof path)) {
+        log(LogLevel::Error, "error: follow-fork: the child's capture name is too long; "
+                             "process %ld is not tracked", long(getpid()));
+        return false;
+    }
+    // As memray: a capture left by an earlier process with the same pid is overwritten.
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        log(LogLevel::Error, "error: follow-fork: cannot create %s: %s; process %ld is not tracked",
+            path, strerror(errno), long(getpid()));
+        return false;
+    }
+    snprintf(g_api.output_path, sizeof g_api.output_path, "%s", path);
+    g_api.file_sink.open(fd, g_api.output_path);
+    g_api.output.open(&g_api.file_sink);
+    tracker_begin_session(g_api.inherited.python, g_api.inherited.native);
+    WriterOptions w = g_api.inherited.writer;
+    w.sink = &g_api.output;
+    w.pid = uint64_t(getpid());
+    w.start_ns = now_ns();
+    w.start_unix_ms = wall_ms();
+    g_api.inherited.writer = w;
+    char err[512];
+    if (writer_start(w, err, sizeof err) != 0) {
+        log(LogLevel::Error, "error: follow-fork: %s; process %ld is not tracked", err,
+            long(getpid()));
+        g_api.file_sink.finish();
+        return false;
+    }
+    hooks_adopt_in_child();
+    g_api.session.active = true;
+    g_api.session.owner_pid = getpid();
+    tracker_set_enabled(true);
+    return true;
+}
+
+// follow-fork of an attach session: the child's session answers `memray detach <child pid>`
+// like the parent's does, through a control thread of its own that only watches.
+void* child_control_main(void* spawner_nice) noexcept {
+    take_spawner_nice(spawner_nice);
+    t_in_tracker = true;
+    prctl(PR_SET_NAME, "memray-control", 0, 0, 0);
+    memray_payload_status.control_tid = int32_t(syscall(SYS_gettid));
+    watch_session(memray_payload_status.generation);
+    memray_payload_status.control_tid = 0;
+    return nullptr;
+}
+
+void control_continue_in_child() noexcept {
+    snprintf(memray_payload_status.output, sizeof memray_payload_status.output, "%s",
+             g_api.output_path);
+    memray_payload_status.error_code = 0;
+    memray_payload_status.error_text[0] = '\0';
+    memray_payload_status.stopped_unix_ms = 0;
+    publish_state(MEMRAY_STATE_ACTIVE);
+    if (spawn_payload_thread(child_control_main) != 0) {
+        // Still recording, finalized at exit or exec; only `memray detach` cannot reach it.
+        publish_state(MEMRAY_STATE_STOPPED);
+        log(LogLevel::Warning, "warning: follow-fork: process %ld cannot be detached from",
+            long(getpid()));
+    }
+}
+
 void child_after_fork() noexcept {
-    // The child never records and never touches the parent's capture (follow-fork comes later).
-    tracker_after_fork_child();
-    writer_after_fork_child();
+    // t_in_tracker is still set (before_fork): what the child's new session allocates is not
+    // the program's.
+    bool guard_was = g_api.fork_guard_was;
+    // Read before the resets: the handlers held session.lock, so this is the session as of fork.
+    bool follow = g_api.session.active && g_api.inherited.follow_fork && tracking_enabled() &&
+                  !writer_failed();
+    pid_t parent = g_api.session.owner_pid;
+    bool attached = status_state().load(std::memory_order_relaxed) == MEMRAY_STATE_ACTIVE;
+    got::reset_after_fork_child();
+    objects_after_fork_child();
+    tracker_after_fork_child();  // also resets the intern lock
+    writer_after_fork_child();   // the parent's output is let go of unwritten
+    g_api.socket_sink.abandon_in_child();  // also the port kept open for another viewer
+    g_api.relisten_started = false;
     reset_state(g_api.session);
     control_after_fork_child();
+    if (follow && continue_in_child(parent) && attached) control_continue_in_child();
+    t_in_tracker = guard_was;
 }
 
 // Drops the payload from LD_PRELOAD (entries separated by ':' or ' ') so that programs the
@@ -505,7 +775,8 @@ void remove_self_from_environment() noexcept {
 }
 
 __attribute__((constructor)) void on_load() {
-    pthread_atfork(nullptr, nullptr, child_after_fork);
+    objects_init();
+    pthread_atfork(before_fork, parent_after_fork, child_after_fork);
     const char* env = getenv("MEMRAY_SETTINGS");
     if (!env || !*env) return;
     // Copy first: the environment is edited before tracking starts, so that the edit's own
@@ -518,11 +789,51 @@ __attribute__((constructor)) void on_load() {
 }
 
 __attribute__((destructor)) void on_unload() {
-    // Process exit: finalize the capture (trailer) if this process owns one.
-    if (g_api.session.owner_pid == getpid()) memray_payload_stop();
+    // Process exit: finalize the capture (trailer) if this process owns one. The Python
+    // allocators are left alone: the interpreter is gone or going.
+    if (g_api.session.owner_pid == getpid()) {
+        ReentryGuard guard;
+        LockGuard lock(g_api.session.lock);
+        stop_locked();
+    }
+}
+
+int start(const char* settings, bool exclusive) noexcept {
+    bool python_allocators = false;
+    {
+        LockGuard lock(g_api.session.lock);
+        if (exclusive && session_busy(status_state().load(std::memory_order_acquire))) {
+            set_error("a `memray attach` session is running in this process");
+            return -EBUSY;
+        }
+        if (g_api.session.active) {
+            if (!exclusive) return 0;
+            set_error("tracking is already active in this process");
+            return -EBUSY;
+        }
+        PayloadSettings& s = g_api.start_settings;
+        reset_state(s);  // in place: 8 KiB must not land on a small stack
+        int rc = parse_settings(settings, s);
+        if (rc == 0) rc = start_locked(s, -1);
+        if (rc != 0) return rc;
+        python_allocators = s.trace_python_allocators;
+    }
+    return python_allocators ? install_python_allocators() : 0;
+}
+
+int stop_session(bool restore_python_allocators) noexcept {
+    // Before the lock, like the install: the GIL first, then the lock, everywhere.
+    if (restore_python_allocators) python_allocators_uninstall();
+    LockGuard lock(g_api.session.lock);
+    return stop_locked();
 }
 
 }  // namespace
+
+int stop_before_exit() noexcept {
+    ReentryGuard guard;
+    return stop_session(false);
+}
 
 }  // namespace memray::payload
 
@@ -530,35 +841,17 @@ using namespace memray::payload;
 
 extern "C" int memray_payload_start(const char* settings) {
     ReentryGuard guard;
-    LockGuard lock(g_api.session.lock);
-    if (g_api.session.active) return 0;
-    PayloadSettings& s = g_api.start_settings;
-    reset_state(s);  // in place: 8 KiB must not land on a small stack
-    int rc = parse_settings(settings, s);
-    return rc == 0 ? start_locked(s, -1) : rc;
+    return memray::payload::start(settings, false);
 }
 
 extern "C" int memray_payload_start_exclusive(const char* settings) {
     ReentryGuard guard;
-    LockGuard lock(g_api.session.lock);
-    if (session_busy(status_state().load(std::memory_order_acquire))) {
-        set_error("a `memray attach` session is running in this process");
-        return -EBUSY;
-    }
-    if (g_api.session.active) {
-        set_error("tracking is already active in this process");
-        return -EBUSY;
-    }
-    PayloadSettings& s = g_api.start_settings;
-    reset_state(s);
-    int rc = parse_settings(settings, s);
-    return rc == 0 ? start_locked(s, -1) : rc;
+    return memray::payload::start(settings, true);
 }
 
 extern "C" int memray_payload_stop(void) {
     ReentryGuard guard;
-    LockGuard lock(g_api.session.lock);
-    return stop_locked();
+    return stop_session(true);
 }
 
 extern "C" int memray_payload_active(void) {

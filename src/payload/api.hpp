@@ -44,7 +44,17 @@ enum memray_payload_state {
     MEMRAY_STATE_STOPPED = 5,             // capture finalized (detach, exec, exit, fork child);
                                           // error_code != 0: a write error ended tracking
     MEMRAY_STATE_FAILED = 6,              // error_code/error_text say why; nothing is tracked
+    MEMRAY_STATE_WAITING_FOR_GIL = 7,     // tracking began; installing the Python allocator
+                                          // hooks waits for the GIL (--trace-python-allocators)
 };
+
+/* A session of `memray attach` exists in any of these states (the payload, the CLI and the
+   Python package refuse a second one). */
+static inline int memray_payload_state_busy(uint32_t state) {
+    return state == MEMRAY_STATE_STARTING || state == MEMRAY_STATE_WAITING_FOR_OUTPUT ||
+           state == MEMRAY_STATE_ACTIVE || state == MEMRAY_STATE_STOPPING ||
+           state == MEMRAY_STATE_WAITING_FOR_GIL;
+}
 
 struct memray_payload_status_t {
     uint64_t magic;            // MEMRAY_STATUS_MAGIC, constant from load time
@@ -71,4 +81,12 @@ __attribute__((visibility("default"))) extern struct memray_payload_status_t mem
 // Returns 0, -EBUSY when a session is starting, active or stopping (also a `memray run` one),
 // -E2BIG for settings that do not fit, or -errno from pthread_create.
 __attribute__((visibility("default"))) int memray_payload_start_async(const char* settings);
+
+// Where `memray attach` writes the settings for memray_payload_start_async() when the payload is
+// already loaded (a re-attach): written while the process is traced, before a thread is borrowed,
+// so the borrowed thread runs one call instead of mmap + call + munmap. Only start_async reads
+// it, and only the injector (which holds the process exclusively through ptrace) calls that.
+#define MEMRAY_PAYLOAD_SETTINGS_AREA_SIZE 16384
+__attribute__((visibility("default"))) extern char
+    memray_payload_settings_area[MEMRAY_PAYLOAD_SETTINGS_AREA_SIZE];
 }

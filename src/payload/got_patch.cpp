@@ -372,7 +372,6 @@ struct SlotRecord {
 // we are handling may dlopen again.
 struct PatchState {
     Mutex mutex{Mutex::Kind::Recursive};
-    bool atfork_registered = false;
     MmapVector<ObjectRecord> objects;
     MmapVector<SlotRecord> slots;
     MmapVector<ObjectKey> present;  // scratch for reconcile()
@@ -382,20 +381,10 @@ struct PatchState {
 };
 constinit PatchState g_patch;
 
-void atfork_prepare() { g_patch.mutex.lock(); }
-void atfork_release() { g_patch.mutex.unlock(); }
-
-// The mutex for LockGuard. Its first use registers fork handlers: without them a fork while
-// another thread patches leaves the child's mutex held forever, and the child's first dlopen
-// would hang in our hook.
+// The mutex for LockGuard. Fork safety (a fork while another thread patches) is the payload's
+// one set of fork handlers (api.cpp), which take this mutex in their place in the lock order.
 struct PatchMutex {
-    void lock() noexcept {
-        g_patch.mutex.lock();
-        if (!g_patch.atfork_registered) {
-            g_patch.atfork_registered = true;
-            pthread_atfork(atfork_prepare, atfork_release, atfork_release);
-        }
-    }
+    void lock() noexcept { g_patch.mutex.lock(); }
     void unlock() noexcept { g_patch.mutex.unlock(); }
 };
 
@@ -733,6 +722,12 @@ void forget_unloaded() noexcept {
     reconcile();
 }
 
+void lock_for_fork() noexcept { g_patch.mutex.lock(); }
+void unlock_after_fork_parent() noexcept { g_patch.mutex.unlock(); }
+// Not unlock(): the child's thread has a new tid, and a recursive mutex refuses (EPERM) to be
+// unlocked by a thread other than the owner it recorded.
+void reset_after_fork_child() noexcept { g_patch.mutex.reset_in_child(); }
+
 unsigned patched_slot_count() noexcept {
     PatchMutex mutex;
     LockGuard lock(mutex);
@@ -752,7 +747,12 @@ bool resolve_library_for_caller(const char* name, const void* caller, char* out,
     if (!name || !*name || strchr(name, '/') || out_len < 2) return false;
     CallerContext ctx{};
     ctx.caller = reinterpret_cast<uintptr_t>(caller);
-    dl_iterate_phdr(caller_callback, &ctx);
+    {
+        // Under the mutex the fork handlers hold: see objects.hpp on walks across fork().
+        PatchMutex mutex;
+        LockGuard lock(mutex);
+        dl_iterate_phdr(caller_callback, &ctx);
+    }
     if (!ctx.found) return false;
 
     char origin[PATH_MAX];

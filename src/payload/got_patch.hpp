@@ -36,6 +36,12 @@ void unpatch_all() noexcept;
 // Forgets the slots of objects that are no longer loaded (after dlclose). Touches no slot.
 void forget_unloaded() noexcept;
 
+// Fork handlers (api.cpp): hold the patch mutex across fork(), so the child never inherits a
+// half-patched table or a mutex held by a thread it does not have.
+void lock_for_fork() noexcept;
+void unlock_after_fork_parent() noexcept;
+void reset_after_fork_child() noexcept;
+
 // Slots currently patched by us.
 unsigned patched_slot_count() noexcept;
 

@@ -6,7 +6,8 @@
 
 // X(name, return type, (parameter types), kind, need)
 //   name  the C symbol; also the enum entry HookId::name, the body hook_name, real_name()
-//   types as the C library declares the function (prctl is variadic there, so is its hook);
+//   types as the C library declares the function (prctl and execl* are variadic there, so are
+//         their hooks);
 //         _exit and _Exit do not return, their hooks neither (the type cannot say so)
 //   kind  HookKind below: what the hook is for
 //   need  Required: tracking does not start when no loaded object defines it; else Optional
@@ -29,6 +30,8 @@
     X(free_aligned_sized, void, (void*, size_t, size_t), Deallocator, Optional)                 \
     X(dlopen, void*, (const char*, int), Loader, Optional)                                      \
     X(dlclose, int, (void*), Loader, Optional)                                                  \
+    X(dlsym, void*, (void*, const char*), Resolver, Optional)                                   \
+    X(dlvsym, void*, (void*, const char*, const char*), Resolver, Optional)                     \
     X(prctl, int, (int, ...), ThreadName, Optional)                                             \
     X(pthread_setname_np, int, (pthread_t, const char*), ThreadName, Optional)                  \
     X(execve, int, (const char*, char* const*, char* const*), Exec, Optional)                   \
@@ -36,6 +39,9 @@
     X(execvp, int, (const char*, char* const*), Exec, Optional)                                 \
     X(execvpe, int, (const char*, char* const*, char* const*), Exec, Optional)                  \
     X(fexecve, int, (int, char* const*, char* const*), Exec, Optional)                          \
+    X(execl, int, (const char*, const char*, ...), Exec, Optional)                              \
+    X(execlp, int, (const char*, const char*, ...), Exec, Optional)                             \
+    X(execle, int, (const char*, const char*, ...), Exec, Optional)                             \
     X(_exit, void, (int), Exit, Optional)                                                       \
     X(_Exit, void, (int), Exit, Optional)
 
@@ -45,6 +51,7 @@ enum class HookKind : unsigned char {
     Allocator,    // returns memory: recorded after the real call returns
     Deallocator,  // releases memory: recorded before the real call (the address may be reused)
     Loader,       // patches objects loaded later, refreshes the capture's object list
+    Resolver,     // dlsym/dlvsym: a looked-up Allocator/Deallocator resolves to its hook
     ThreadName,   // renames a thread: ThreadInfo records
     Exec,         // finalizes the capture before the program image is replaced
     Exit,         // finalizes the capture before the process ends without running destructors

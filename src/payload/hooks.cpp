@@ -53,16 +53,6 @@ MEMRAY_PAYLOAD_HOOKS(MEMRAY_REAL_ACCESSOR)
 
 inline bool should_record() noexcept { return tracking_enabled() && !ReentryGuard::active(); }
 
-// The tracker may clobber errno; a successful allocation must not.
-class ErrnoKeeper {
-  public:
-    ErrnoKeeper() noexcept : m_saved(errno) {}
-    ~ErrnoKeeper() { errno = m_saved; }
-
-  private:
-    int m_saved;
-};
-
 void record_alloc(Allocator kind, const void* ptr, size_t size) noexcept {
     ErrnoKeeper keep;
     record_allocation(kind, ptr, size);
@@ -247,6 +237,123 @@ int hook_dlclose(void* handle) noexcept {
 }
 
 // ---------------------------------------------------------------------------------------------
+// dlsym and dlvsym: a program (ctypes.CDLL(None).malloc, a plugin host) that looks an allocator
+// up at runtime calls it through a pointer, never through a GOT slot; it gets our hook instead,
+// which forwards to the real one once tracking stops.
+//
+// glibc resolves RTLD_NEXT, and RTLD_DEFAULT in the caller's own scope, from dlsym's return
+// address. Called from a C++ hook that address would be the payload's, so the entry points are
+// a few instructions of assembly that jump (keeping the caller's return address) to the real
+// function for RTLD_NEXT and for every name we do not hook; only the lookups of our allocator
+// names are answered by looking the name up ourselves. RTLD_NEXT is never answered with a hook:
+// an interposer that wraps malloc that way would call itself through us for ever.
+
+}  // namespace
+}  // namespace memray::payload
+
+extern "C" {
+// Read by the entry points below; written by install_hooks() before any slot points to them.
+__attribute__((visibility("hidden"))) void* memray_real_dlsym = nullptr;
+__attribute__((visibility("hidden"))) void* memray_real_dlvsym = nullptr;
+__attribute__((visibility("hidden"))) bool memray_dlsym_name_hooked(const char* name) noexcept;
+__attribute__((visibility("hidden"))) void* memray_dlsym_hooked(void* handle, const char* name) noexcept;
+__attribute__((visibility("hidden"))) void* memray_dlvsym_hooked(void* handle, const char* name,
+                                                                 const char* version) noexcept;
+__attribute__((visibility("hidden"))) void* memray_hook_dlsym(void* handle, const char* name) noexcept;
+__attribute__((visibility("hidden"))) void* memray_hook_dlvsym(void* handle, const char* name,
+                                                               const char* version) noexcept;
+}
+
+#if defined(__x86_64__)
+// rdi handle, rsi name, rdx version (dlvsym). RTLD_NEXT is ((void*)-1). Three pushes after the
+// return address leave rsp 16-byte aligned for the call, as the ABI wants. endbr64 (a no-op
+// without CET) because the program reaches this through a pointer.
+#define MEMRAY_DLSYM_ENTRY(entry, checked, real)                                                \
+    ".text\n.p2align 4\n.globl " #entry "\n.hidden " #entry "\n.type " #entry ",@function\n"   \
+    #entry ":\n"                                                                                \
+    "    .cfi_startproc\n"                                                                      \
+    "    endbr64\n"                                                                             \
+    "    cmpq $-1, %rdi\n"                                                                      \
+    "    je 1f\n"                                                                               \
+    "    pushq %rdi\n    .cfi_adjust_cfa_offset 8\n"                                            \
+    "    pushq %rsi\n    .cfi_adjust_cfa_offset 8\n"                                            \
+    "    pushq %rdx\n    .cfi_adjust_cfa_offset 8\n"                                            \
+    "    movq %rsi, %rdi\n"                                                                     \
+    "    call memray_dlsym_name_hooked\n"                                                       \
+    "    popq %rdx\n    .cfi_adjust_cfa_offset -8\n"                                            \
+    "    popq %rsi\n    .cfi_adjust_cfa_offset -8\n"                                            \
+    "    popq %rdi\n    .cfi_adjust_cfa_offset -8\n"                                            \
+    "    testb %al, %al\n"                                                                      \
+    "    jz 1f\n"                                                                               \
+    "    jmp " #checked "\n"                                                                    \
+    "1:  jmp *" #real "(%rip)\n"                                                                \
+    "    .cfi_endproc\n"                                                                        \
+    ".size " #entry ", .-" #entry "\n"
+asm(MEMRAY_DLSYM_ENTRY(memray_hook_dlsym, memray_dlsym_hooked, memray_real_dlsym)
+    MEMRAY_DLSYM_ENTRY(memray_hook_dlvsym, memray_dlvsym_hooked, memray_real_dlvsym));
+#undef MEMRAY_DLSYM_ENTRY
+#else
+// Without the assembly entry points, RTLD_NEXT and scope-relative lookups would be resolved from
+// the payload: the list keeps dlsym, but install_hooks() does not patch it (real left null).
+void* memray_hook_dlsym(void* handle, const char* name) noexcept {
+    return memray_dlsym_hooked(handle, name);
+}
+void* memray_hook_dlvsym(void* handle, const char* name, const char* version) noexcept {
+    return memray_dlvsym_hooked(handle, name, version);
+}
+#endif
+
+namespace memray::payload {
+namespace {
+
+// The hook of an Allocator/Deallocator whose real definition is `found`, else `found`.
+void* hook_for(void* found) noexcept {
+    if (!found) return found;
+    for (unsigned i = 0; i < k_hook_count; ++i) {
+        HookKind kind = k_hook_info[i].kind;
+        if ((kind == HookKind::Allocator || kind == HookKind::Deallocator) &&
+            g_hooks.symbols[i].real == found)
+            return g_hooks.symbols[i].hook;
+    }
+    return found;
+}
+
+constexpr auto& hook_dlsym = memray_hook_dlsym;
+constexpr auto& hook_dlvsym = memray_hook_dlvsym;
+
+}  // namespace
+}  // namespace memray::payload
+
+using memray::payload::g_hooks;
+
+extern "C" bool memray_dlsym_name_hooked(const char* name) noexcept {
+    using namespace memray::payload;
+    // Only while tracking: a pointer taken afterwards needs no hook. (One taken while tracking
+    // keeps its hook, which only forwards once tracking stopped.)
+    if (!name || !__atomic_load_n(&g_hooks.installed, __ATOMIC_ACQUIRE)) return false;
+    for (unsigned i = 0; i < k_hook_count; ++i) {
+        HookKind kind = k_hook_info[i].kind;
+        if ((kind == HookKind::Allocator || kind == HookKind::Deallocator) &&
+            g_hooks.symbols[i].real && std::strcmp(name, k_hook_info[i].name) == 0)
+            return true;
+    }
+    return false;
+}
+
+extern "C" void* memray_dlsym_hooked(void* handle, const char* name) noexcept {
+    using namespace memray::payload;
+    return hook_for(real_dlsym()(handle, name));
+}
+
+extern "C" void* memray_dlvsym_hooked(void* handle, const char* name, const char* version) noexcept {
+    using namespace memray::payload;
+    return hook_for(real_dlvsym()(handle, name, version));
+}
+
+namespace memray::payload {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
 // Thread names
 
 // Variadic as declared; every option takes at most four more integer arguments, and reading all
@@ -296,7 +403,7 @@ int hook_pthread_setname_np(pthread_t thread, const char* name) noexcept {
 void finish_capture_here() noexcept {
     if (!tracking_enabled() || ReentryGuard::active() || getpid() != g_hooks.install_pid) return;
     ErrnoKeeper keep;
-    memray_payload_stop();
+    stop_before_exit();
 }
 
 int hook_execve(const char* path, char* const argv[], char* const envp[]) noexcept {
@@ -323,6 +430,48 @@ int hook_fexecve(int fd, char* const argv[], char* const envp[]) noexcept {
     finish_capture_here();
     return real_fexecve()(fd, argv, envp);
 }
+
+// glibc's execl* call its internal execve directly, never through a slot we patch: they get hooks
+// of their own, which gather the list and go on through the real vector form. `envp` (execle)
+// receives the pointer after the terminating NULL when `with_env`.
+#define MEMRAY_EXEC_LIST(first, argv, envp, with_env)                                           \
+    size_t argc = 1;                                                                            \
+    {                                                                                           \
+        va_list count;                                                                          \
+        va_start(count, first);                                                                 \
+        while (va_arg(count, const char*)) ++argc;                                              \
+        va_end(count);                                                                          \
+    }                                                                                           \
+    auto** argv = static_cast<char**>(__builtin_alloca((argc + 1) * sizeof(char*)));            \
+    char* const* envp = nullptr;                                                                \
+    {                                                                                           \
+        va_list ap;                                                                             \
+        va_start(ap, first);                                                                    \
+        argv[0] = const_cast<char*>(first);                                                     \
+        for (size_t i = 1; i <= argc; ++i) argv[i] = va_arg(ap, char*);                         \
+        if (with_env) envp = va_arg(ap, char* const*);                                          \
+        va_end(ap);                                                                             \
+    }                                                                                           \
+    (void)envp
+
+int hook_execl(const char* path, const char* arg, ...) noexcept {
+    MEMRAY_EXEC_LIST(arg, argv, envp, false);
+    finish_capture_here();
+    return real_execv()(path, argv);
+}
+
+int hook_execlp(const char* file, const char* arg, ...) noexcept {
+    MEMRAY_EXEC_LIST(arg, argv, envp, false);
+    finish_capture_here();
+    return real_execvp()(file, argv);
+}
+
+int hook_execle(const char* path, const char* arg, ...) noexcept {
+    MEMRAY_EXEC_LIST(arg, argv, envp, true);
+    finish_capture_here();
+    return real_execve()(path, argv, envp);
+}
+#undef MEMRAY_EXEC_LIST
 
 [[noreturn]] void exit_now(_exit_fn real, int status) noexcept {
     finish_capture_here();
@@ -384,6 +533,13 @@ int install_hooks() noexcept {
         }
     }
     find_pthread_tid_offset();
+#if defined(__x86_64__)
+    memray_real_dlsym = g_hooks.symbols[unsigned(HookId::dlsym)].real;
+    memray_real_dlvsym = g_hooks.symbols[unsigned(HookId::dlvsym)].real;
+#else
+    g_hooks.symbols[unsigned(HookId::dlsym)].real = nullptr;   // not patched: see hook_dlsym
+    g_hooks.symbols[unsigned(HookId::dlvsym)].real = nullptr;
+#endif
     g_hooks.install_pid = getpid();
     __atomic_store_n(&g_hooks.installed, true, __ATOMIC_RELEASE);
     int ret = got::patch_objects(g_hooks.symbols, k_hook_count, self_address(), false);
@@ -410,5 +566,7 @@ void uninstall_hooks() noexcept {
 }
 
 unsigned patched_slot_count() noexcept { return got::patched_slot_count(); }
+
+void hooks_adopt_in_child() noexcept { g_hooks.install_pid = getpid(); }
 
 }  // namespace memray::payload

@@ -11,6 +11,7 @@ int Sink::write(const uint8_t*, size_t) noexcept { return -ENOSYS; }
 void Sink::finish() noexcept {}
 void Sink::abandon_in_child() noexcept {}
 const char* Sink::describe() const noexcept { return "the output"; }
+bool Sink::reconnects() const noexcept { return false; }
 
 void FileSink::open(int fd, const char* path) noexcept {
     m_fd = fd;

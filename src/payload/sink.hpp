@@ -25,6 +25,9 @@ class Sink {
     virtual void abandon_in_child() noexcept;
     // Names the output in messages ("cannot write <describe()>: ...").
     virtual const char* describe() const noexcept;
+    // After a write failure a new session follows by itself (a live viewer left while the port
+    // stays open for the next one): the failure is then news, not an error.
+    virtual bool reconnects() const noexcept;
 
   protected:
     constexpr Sink() noexcept = default;

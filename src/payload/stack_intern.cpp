@@ -231,6 +231,8 @@ void intern_reset() noexcept {
     g_intern.failed_logged = false;
 }
 
+void intern_lock_for_fork() noexcept { g_intern.lock.lock(); }
+void intern_unlock_after_fork_parent() noexcept { g_intern.lock.unlock(); }
 void intern_after_fork_child() noexcept { g_intern.lock.reset_in_child(); }
 
 uint32_t intern_code(const void* code, uint64_t fingerprint) noexcept {

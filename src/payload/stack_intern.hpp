@@ -36,7 +36,11 @@ struct PrefixCache {
 bool intern_init() noexcept;
 // Forgets every node and code and empties the channel. No thread may be interning meanwhile.
 void intern_reset() noexcept;
-// Releases the spinlock in a forked child (the thread that held it does not exist there).
+// Fork handlers (api.cpp): the lock is held across fork(), so the child's tables and channel are
+// never caught half-written; the child resets the lock (its holder, the forking thread, has a new
+// identity there and a spinlock has no owner to check anyway).
+void intern_lock_for_fork() noexcept;
+void intern_unlock_after_fork_parent() noexcept;
 void intern_after_fork_child() noexcept;
 
 // Interns `frames[0..n)` (outermost first) below the root and returns the innermost node id,

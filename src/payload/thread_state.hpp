@@ -140,6 +140,12 @@ uint32_t tracker_session() noexcept;
 void tracker_set_enabled(bool on) noexcept;
 // After tracking was switched off: returns once no thread is inside a record call.
 void tracker_wait_quiescent() noexcept;
+// Fork handlers (api.cpp), with the session lock held, before the other locks: close waits until
+// no other thread is inside a record (an unwind holds libunwind's locks, which the child would
+// inherit held: seen as a --follow-fork child hanging in its first unwind) and makes new records
+// wait; open lets them go on.
+void tracker_fork_gate_close() noexcept;
+void tracker_fork_gate_open() noexcept;
 // Head of the append-only list of thread states.
 ThreadState* thread_list() noexcept;
 // True once after notify_objects_changed() was called.

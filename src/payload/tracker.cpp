@@ -55,6 +55,10 @@ struct TrackerState {
     bool native = false;  // walk native frames
     std::atomic<ThreadState*> threads{nullptr};
     std::atomic<bool> objects_changed{false};
+    // 1 while a fork is being prepared (tracker_fork_gate_close): recording threads wait in
+    // enter() rather than begin, so none is inside an unwind (libunwind's own locks, which a
+    // child would inherit held) or a record at the instant of the fork.
+    std::atomic<uint32_t> fork_gate{0};
     pthread_key_t exit_key{};
     bool initialized = false;
     Barrier barrier = Barrier::HotPathFence;
@@ -187,8 +191,14 @@ inline void push(ThreadState* s, uint64_t address, uint64_t size, uint32_t node,
     }
 }
 
-// Sets busy and re-checks `enabled` (see tracker_wait_quiescent). Returns the state with the
-// guard and busy set, or nullptr with nothing set.
+// A fork is being prepared: wait, not busy, until it is done (tracker_fork_gate_open).
+__attribute__((noinline, cold)) void wait_for_fork() noexcept {
+    while (g_tracker.fork_gate.load(std::memory_order_acquire) != 0)
+        futex_wait(&g_tracker.fork_gate, 1, 1000000);
+}
+
+// Sets busy and re-checks `enabled` (see tracker_wait_quiescent) and the fork gate. Returns the
+// state with the guard and busy set, or nullptr with nothing set.
 inline ThreadState* enter() noexcept {
     t_in_tracker = true;
     ThreadState* s = t_state;
@@ -199,15 +209,19 @@ inline ThreadState* enter() noexcept {
             return nullptr;
         }
     }
-    s->busy.store(1, std::memory_order_relaxed);
-    if (g_tracker.hot_fence) std::atomic_thread_fence(std::memory_order_seq_cst);
-    else std::atomic_signal_fence(std::memory_order_seq_cst);
-    if (!g_tracker.enabled.load(std::memory_order_acquire)) {
+    for (;;) {
+        s->busy.store(1, std::memory_order_relaxed);
+        if (g_tracker.hot_fence) std::atomic_thread_fence(std::memory_order_seq_cst);
+        else std::atomic_signal_fence(std::memory_order_seq_cst);
+        if (!g_tracker.enabled.load(std::memory_order_acquire)) {
+            s->busy.store(0, std::memory_order_release);
+            t_in_tracker = false;
+            return nullptr;
+        }
+        if (__builtin_expect(g_tracker.fork_gate.load(std::memory_order_relaxed) == 0, 1)) return s;
         s->busy.store(0, std::memory_order_release);
-        t_in_tracker = false;
-        return nullptr;
+        wait_for_fork();
     }
-    return s;
 }
 
 inline void leave(ThreadState* s) noexcept {
@@ -349,9 +363,12 @@ void tracker_set_enabled(bool on) noexcept {
     g_tracker.enabled.store(on, std::memory_order_seq_cst);
 }
 
-void tracker_wait_quiescent() noexcept {
-    // A thread that read enabled == true had stored busy = 1 before; the barrier makes that
-    // store visible here (every thread passes a full barrier), so the scan below cannot miss it.
+namespace {
+
+// A thread that read enabled == true (or the fork gate open) had stored busy = 1 before; the
+// barrier makes that store visible here (every thread passes a full barrier), so a scan of the
+// busy flags after it cannot miss it.
+void make_busy_flags_visible() noexcept {
     if (g_tracker.barrier == Barrier::PrivateExpedited) {
         if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
             syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
@@ -361,12 +378,36 @@ void tracker_wait_quiescent() noexcept {
     } else {
         std::atomic_thread_fence(std::memory_order_seq_cst);
     }
+}
+
+void wait_while_busy(const ThreadState* except) noexcept {
     for (ThreadState* it = g_tracker.threads.load(std::memory_order_acquire); it; it = it->next) {
+        if (it == except) continue;
         while (it->busy.load(std::memory_order_acquire)) {
             timespec ts{0, 50000};
             nanosleep(&ts, nullptr);
         }
     }
+}
+
+}  // namespace
+
+void tracker_wait_quiescent() noexcept {
+    make_busy_flags_visible();
+    wait_while_busy(nullptr);
+}
+
+void tracker_fork_gate_close() noexcept {
+    if (!g_tracker.initialized) return;
+    g_tracker.fork_gate.store(1, std::memory_order_seq_cst);
+    make_busy_flags_visible();
+    wait_while_busy(t_state);  // the forking thread is not inside a record
+}
+
+void tracker_fork_gate_open() noexcept {
+    g_tracker.fork_gate.store(0, std::memory_order_release);
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_tracker.fork_gate), FUTEX_WAKE_PRIVATE,
+            INT32_MAX, nullptr, nullptr, 0);
 }
 
 ThreadState* thread_list() noexcept { return g_tracker.threads.load(std::memory_order_acquire); }
@@ -377,6 +418,7 @@ bool tracker_take_objects_changed() noexcept {
 
 void tracker_after_fork_child() noexcept {
     g_tracker.enabled.store(false, std::memory_order_relaxed);
+    g_tracker.fork_gate.store(0, std::memory_order_relaxed);  // nobody else waits here
     ThreadState* self = t_state;
     for (ThreadState* it = g_tracker.threads.load(std::memory_order_relaxed); it; it = it->next) {
         // Events of the parent belong to the parent's capture; the child drops its copies.

@@ -4,6 +4,7 @@
 // hooked functions, no lock around the real allocator call.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 
@@ -27,6 +28,18 @@ class ReentryGuard {
 
   private:
     bool m_was;
+};
+
+// The tracker may clobber errno (futex, write); a hooked call that succeeded must not.
+class ErrnoKeeper {
+  public:
+    ErrnoKeeper() noexcept : m_saved(errno) {}
+    ~ErrnoKeeper() { errno = m_saved; }
+    ErrnoKeeper(const ErrnoKeeper&) = delete;
+    ErrnoKeeper& operator=(const ErrnoKeeper&) = delete;
+
+  private:
+    int m_saved;
 };
 
 // True while tracking is on. One relaxed load; hooks check it first.

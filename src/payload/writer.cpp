@@ -16,6 +16,7 @@
 
 #include "format/block.hpp"
 #include "format/encoder.hpp"
+#include "payload/aggregate_writer.hpp"
 #include "payload/hooks.hpp"
 #include "payload/lock.hpp"
 #include "payload/log.hpp"
@@ -37,6 +38,7 @@ constexpr size_t k_raw_capacity = 2u << 20;     // room for one more record past
 constexpr uint64_t k_flush_interval_ns = 1000000000;  // at most ~1 s lost on SIGKILL
 constexpr uint64_t k_sample_interval_ns = 10000000;
 constexpr long k_tick_ns = 10000000;
+constexpr uint64_t k_prefetch_ahead = 8;  // events: --aggregate's live-table slots fetched ahead
 static_assert(k_raw_capacity <= k_max_block_raw);
 
 struct Cursor {
@@ -64,6 +66,7 @@ struct WriterState {
         // --- set by writer_start() before the thread starts, read-only afterwards
         WriterOptions opt;
         Codec codec = Codec::Lz4;
+        bool aggregated = false;  // --aggregate: events go to aggregate_writer, not the file
         long page_size = 4096;
         uint32_t tracker_session = 0;
         pthread_t thread{};
@@ -176,8 +179,12 @@ uint64_t ticks_to_ns(uint64_t ticks) noexcept {
 
 void fail(int err) noexcept {
     if (g_session.fail_claimed.exchange(true)) return;
-    log(LogLevel::Error, "error: cannot write %s: %s; tracking stopped",
-        g_session.opt.sink->describe(), strerror(err));
+    if (g_session.opt.sink->reconnects())
+        log(LogLevel::Info, "%s left (%s); tracking resumes when another viewer connects",
+            g_session.opt.sink->describe(), strerror(err));
+    else
+        log(LogLevel::Error, "error: cannot write %s: %s; tracking stopped",
+            g_session.opt.sink->describe(), strerror(err));
     tracker_set_enabled(false);
     uninstall_hooks();
     g_session.failed.store(true);
@@ -259,7 +266,12 @@ void sample_memory(uint64_t t_ns) noexcept {
     while (*p >= '0' && *p <= '9') pages = pages * 10 + uint64_t(*p++ - '0');
     uint64_t rss = pages * uint64_t(g_session.page_size);
     uint64_t t = time_us(t_ns);
-    emit([&] { encode_memory_sample(g_session.block, t, rss); });
+    if (g_session.aggregated) {
+        uint64_t heap = aggregate_heap();
+        emit([&] { encode_heap_sample(g_session.block, t, rss, heap); });
+    } else {
+        emit([&] { encode_memory_sample(g_session.block, t, rss); });
+    }
 }
 
 void read_comm(long tid, char* out, size_t cap) noexcept {
@@ -364,6 +376,12 @@ void emit_event(ThreadState* s, const RawEvent& e) noexcept {
     if (t > g_session.last_time_us) g_session.last_time_us = t;
     else t = g_session.last_time_us;
     uint32_t index = s->thread_index;
+    if (is_deallocator(kind)) ++g_session.deallocations;
+    else ++g_session.allocations;
+    if (g_session.aggregated) {
+        aggregate_event(index, kind, e.address, e.size, e.node, t);
+        return;
+    }
     emit([&] {
         encode_thread_switch(g_session.block, g_session.enc, index);
         encode_time(g_session.block, g_session.enc, t);
@@ -371,8 +389,26 @@ void emit_event(ThreadState* s, const RawEvent& e) noexcept {
             encode_deallocation(g_session.block, g_session.enc, kind, e.address, e.size);
         else encode_allocation(g_session.block, g_session.enc, kind, e.address, e.size, e.node);
     });
-    if (is_deallocator(kind)) ++g_session.deallocations;
-    else ++g_session.allocations;
+}
+
+void emit_location(const AggregateLocationView& v, void* written) noexcept {
+    emit([&] {
+        encode_aggregate_location(g_session.block, g_session.enc, v.node, v.thread, v.allocator,
+                                  v.amounts);
+    });
+    ++*static_cast<uint64_t*>(written);
+}
+
+// --aggregate: the whole location table as of now, then the Checkpoint record that makes it,
+// with everything written since the previous one, the capture's state (records.hpp).
+void emit_checkpoint() noexcept {
+    uint64_t written = 0;
+    aggregate_for_each_location(emit_location, &written);
+    CheckpointFields c = aggregate_totals();
+    c.time_us = time_us(now_ns());
+    if (c.time_us < g_session.last_time_us) c.time_us = g_session.last_time_us;
+    c.locations = written;
+    emit([&] { encode_checkpoint(g_session.block, c); });
 }
 
 bool heap_less(uint32_t a, uint32_t b) noexcept {
@@ -454,6 +490,8 @@ size_t cycle(bool final) noexcept {
         for (size_t i = heap_n / 2; i-- > 0;) heap_down(heap_n, i);
         while (heap_n) {
             Cursor& c = g_buffers.cursors[g_buffers.heap[0]];
+            if (g_session.aggregated && c.pos + k_prefetch_ahead < c.end)
+                aggregate_prefetch(c.state->ring[(c.pos + k_prefetch_ahead) & k_ring_mask].address);
             emit_event(c.state, c.state->ring[c.pos & k_ring_mask]);
             if (++c.pos == c.end) {
                 release_ring(c);
@@ -467,7 +505,11 @@ size_t cycle(bool final) noexcept {
         g_session.last_sample_ns = now;
         sample_memory(watermark == UINT64_MAX ? now_ns() : ticks_to_ns(watermark));
     }
-    if (final || now - g_session.last_flush_ns >= k_flush_interval_ns) flush_block();
+    if (final || now - g_session.last_flush_ns >= k_flush_interval_ns) {
+        // The final checkpoint comes once, from writer_main(), after the last pass.
+        if (g_session.aggregated && !final) emit_checkpoint();
+        flush_block();
+    }
     return n;
 }
 
@@ -490,6 +532,7 @@ void* writer_main(void*) noexcept {
     while (cycle(true) != 0) {
     }
     if (!g_session.failed.load()) {
+        if (g_session.aggregated) emit_checkpoint();
         TrailerFields t;
         t.end_time_us = time_us(now_ns());
         if (t.end_time_us < g_session.last_time_us) t.end_time_us = g_session.last_time_us;
@@ -535,6 +578,11 @@ int writer_start(const WriterOptions& options, char* err, size_t err_len) noexce
     g_session.opt = options;
     g_session.block = ByteSink(g_buffers.raw, k_raw_capacity);
     g_session.codec = options.compress ? Codec::Lz4 : Codec::Raw;
+    g_session.aggregated = (options.flags & k_flag_aggregated) != 0;
+    if (g_session.aggregated && !aggregate_start()) {
+        snprintf(err, err_len, "cannot map the tables of --aggregate: %s", strerror(errno));
+        return -ENOMEM;
+    }
     g_session.page_size = sysconf(_SC_PAGESIZE);
     g_session.tracker_session = tracker_session();
 
@@ -549,6 +597,7 @@ int writer_start(const WriterOptions& options, char* err, size_t err_len) noexce
     encode_file_header(g_session.block, h);
     if (g_session.block.overflow) {
         snprintf(err, err_len, "file header too large");
+        aggregate_release();
         return -EOVERFLOW;
     }
     // Written here rather than by the thread, so that a path that cannot be written to is an
@@ -556,6 +605,7 @@ int writer_start(const WriterOptions& options, char* err, size_t err_len) noexce
     int written = options.sink->write(g_buffers.raw, g_session.block.size());
     if (written < 0) {
         snprintf(err, err_len, "cannot write %s: %s", options.sink->describe(), strerror(-written));
+        aggregate_release();
         return written;
     }
     g_session.block.clear();
@@ -573,6 +623,7 @@ int writer_start(const WriterOptions& options, char* err, size_t err_len) noexce
         snprintf(err, err_len, "cannot start the writer thread: %s", strerror(rc));
         if (g_session.statm_fd >= 0) close(g_session.statm_fd);
         g_session.statm_fd = -1;
+        aggregate_release();
         return -rc;
     }
     // Named from here too, so the thread is recognisable as soon as start returns.
@@ -586,6 +637,7 @@ void writer_finish() noexcept {
     g_session.finish.store(true, std::memory_order_release);
     writer_wake();
     pthread_join(g_session.thread, nullptr);
+    if (g_session.aggregated) aggregate_release();
     g_session.opt.sink->finish();
     if (g_session.statm_fd >= 0) close(g_session.statm_fd);
     g_session.statm_fd = -1;
@@ -599,6 +651,7 @@ void writer_after_fork_child() noexcept {
     if (g_session.running.load(std::memory_order_relaxed)) {
         g_session.opt.sink->abandon_in_child();
         if (g_session.statm_fd >= 0) close(g_session.statm_fd);
+        if (g_session.aggregated) aggregate_release();
     }
     reset_state(g_session);
 }

@@ -263,7 +263,7 @@ PyMODINIT_FUNC PyInit__memray(void) {
     k_module.m_methods = methods.data();
     PyObject* module = PyModule_Create(&k_module);
     if (module == nullptr) return nullptr;
-    if (!add_capture_types(module) || !add_record_type(module)) {
+    if (!add_capture_types(module) || !add_record_type(module) || !add_live_type(module)) {
         Py_DECREF(module);
         return nullptr;
     }

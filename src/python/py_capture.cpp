@@ -36,7 +36,7 @@ constexpr long k_memray_allocator[format::k_allocator_max + 1] = {
 };
 
 long memray_allocator(format::Allocator a) {
-    return k_memray_allocator[unsigned(a) & format::k_allocator_max];
+    return memray::python::memray_allocator(unsigned(a));
 }
 
 struct PyCapture {
@@ -418,6 +418,10 @@ PyObject* capture_stack_list(PyObject* capture, unsigned int node, int kind, siz
         set_python_error();
         return nullptr;
     }
+}
+
+long memray_allocator(unsigned format_allocator) {
+    return k_memray_allocator[format_allocator & format::k_allocator_max];
 }
 
 PyObject* capture_thread_name(PyObject* capture, unsigned long long tid) {

@@ -70,11 +70,14 @@ void set_python_error();
 // Types and functions of the extension, registered by module.cpp.
 bool add_capture_types(PyObject* module);
 bool add_record_type(PyObject* module);
+bool add_live_type(PyObject* module);  // py_live.cpp: LiveStream, for memray.SocketReader
 
 // py_capture.cpp, for the records: stack `kind` (0 Python, 1 native, 2 hybrid) of `node` as a
 // list of (function, file, line), at most `max` frames (0 = all); a thread's name by OS id.
 PyObject* capture_stack_list(PyObject* capture, unsigned int node, int kind, size_t max);
 PyObject* capture_thread_name(PyObject* capture, unsigned long long tid);
+// memray's AllocatorType value of a format::Allocator number (memray numbers them differently).
+long memray_allocator(unsigned format_allocator);
 
 // py_record.cpp: a new memray.AllocationRecord of `capture` (may be nullptr).
 PyObject* make_record(PyObject* capture, unsigned long long tid, unsigned long long address,

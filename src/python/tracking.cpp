@@ -92,22 +92,26 @@ bool load_payload(const std::string& path) {
 const char* busy_reason() {
     if (g_api.active()) return "tracking is already active in this process";
     uint32_t state = __atomic_load_n(&g_api.status->state, __ATOMIC_ACQUIRE);
-    if (state == MEMRAY_STATE_STARTING || state == MEMRAY_STATE_WAITING_FOR_OUTPUT ||
-        state == MEMRAY_STATE_ACTIVE || state == MEMRAY_STATE_STOPPING)
+    if (memray_payload_state_busy(state))
         return "a `memray attach` session is running in this process";
     return "";
 }
 
 PyObject* tracking_start(PyObject*, PyObject* args, PyObject* kwargs) {
     static const char* keywords[] = {"payload", "output", "command", "native", "compress", "force",
-                                     "log_level", nullptr};
+                                     "log_level", "follow_fork", "trace_python_allocators",
+                                     "aggregate", nullptr};
     const char* payload = nullptr;
     PyObject* output_obj = nullptr;
     const char* command = "";
     int native = 0, compress = 1, force = 0, log_level = format::PayloadSettings::k_default_log_level;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO&s|pppi", const_cast<char**>(keywords),
+    int follow_fork = 0;
+    int trace_python_allocators = 0;
+    int aggregate = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO&s|pppippp", const_cast<char**>(keywords),
                                      &payload, PyUnicode_FSConverter, &output_obj, &command,
-                                     &native, &compress, &force, &log_level))
+                                     &native, &compress, &force, &log_level, &follow_fork,
+                                     &trace_python_allocators, &aggregate))
         return nullptr;
     PyRef output(output_obj);
     if (!load_payload(payload)) return nullptr;
@@ -126,6 +130,9 @@ PyObject* tracking_start(PyObject*, PyObject* args, PyObject* kwargs) {
         s.compress = compress != 0;
         s.force = force != 0;
         s.log_level = log_level;
+        s.follow_fork = follow_fork != 0;
+        s.trace_python_allocators = trace_python_allocators != 0;
+        s.aggregate = aggregate != 0;
         text = format::settings_text(s);
     } catch (const std::exception& e) {
         PyErr_Format(PyExc_ValueError, "invalid tracker settings: %s", e.what());
@@ -189,7 +196,8 @@ PyObject* tracking_name_thread(PyObject*, PyObject* args) {
 PyMethodDef k_payload_methods[] = {
     {"tracking_start", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(tracking_start)),
      METH_VARARGS | METH_KEYWORDS,
-     "tracking_start(payload, output, command, native, compress, force, log_level): load the "
+     "tracking_start(payload, output, command, native, compress, force, log_level, follow_fork, "
+     "trace_python_allocators, aggregate): load the "
      "payload (or use the one loaded) and start tracking this process."},
     {"tracking_stop", tracking_stop, METH_NOARGS, "Stop tracking and finalize the capture."},
     {"tracking_active", tracking_active, METH_NOARGS, "True while the payload tracks."},

@@ -505,7 +505,56 @@ bool coarsen_peak_run(const std::vector<uint32_t>& chosen, uint32_t& allocated_i
     return true;
 }
 
+namespace {
+
+// An aggregated capture (--aggregate) holds the per-location tables already: read to the end and
+// take the last complete checkpoint. Its locations come in the order of their first allocation,
+// as build_snapshot() numbers them, so both give the reporters the same input.
+Snapshot aggregated_snapshot(format::Reader& reader, const SnapshotOptions& options) {
+    if (options.kind == SnapshotKind::Temporary)
+        throw AggregatedCaptureError(
+            "Can't find temporary allocations using a pre-aggregated capture file.");
+    if (options.temporal)
+        throw AggregatedCaptureError(
+            "Can't get allocation history using a pre-aggregated capture file.");
+    while (reader.next() != format::Reader::Item::End) {
+    }
+    if (options.progress) options.progress(reader.file_size(), reader.file_size());
+    const format::Aggregate& agg = reader.aggregate();
+
+    Snapshot s;
+    s.kind = options.kind;
+    for (const format::ThreadInfo& t : reader.threads()) s.threads.push_back({t.tid, t.name});
+    if (s.threads.empty()) s.threads.push_back({});
+    s.total_allocations = agg.totals.allocations;
+    s.total_bytes = agg.totals.total_bytes;
+    s.peak_bytes = agg.totals.peak_bytes;
+    s.peak_time_us = agg.totals.peak_time_us;
+    s.duration_us = reader.trailer() ? reader.trailer()->end_time_us : agg.totals.time_us;
+    Extras extras(options);
+    for (const format::HeapSample& h : agg.samples) {
+        Event e;
+        e.allocator = k_sample_marker;
+        e.address = h.rss;
+        e.time_us = h.time_us;
+        extras.on_sample(e, h.heap);
+    }
+    s.memory = std::move(extras.points());
+    if (s.memory.empty()) s.memory.push_back({});
+    for (const format::AggregateLocation& l : agg.locations) {
+        uint64_t count = options.kind == SnapshotKind::Leaks ? l.amounts.end_count
+                                                              : l.amounts.peak_count;
+        uint64_t bytes = options.kind == SnapshotKind::Leaks ? l.amounts.end_bytes
+                                                              : l.amounts.peak_bytes;
+        if (count != 0 || bytes != 0) s.locations.push_back({l.node, l.thread, l.allocator, count, bytes});
+    }
+    return s;
+}
+
+}  // namespace
+
 Snapshot build_snapshot(format::Reader& reader, const SnapshotOptions& options) {
+    if (reader.aggregated()) return aggregated_snapshot(reader, options);
     AllocationTracker tracker(false, false);  // no sizes, no per-location totals
     LocationIndex index(reader, options);
     Extras extras(options);

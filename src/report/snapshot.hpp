@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -106,7 +107,16 @@ struct Snapshot {
     uint64_t duration_us = 0;
 };
 
-// Reads the whole capture. The reader stays usable for StackResolver afterwards.
+// A view that an aggregated capture (--aggregate) cannot give (temporary allocations, --temporal,
+// statistics). what() is memray's sentence for it.
+class AggregatedCaptureError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+// Reads the whole capture. The reader stays usable for StackResolver afterwards. An aggregated
+// capture gives its last complete checkpoint (throws AggregatedCaptureError for a Temporary or
+// temporal view).
 Snapshot build_snapshot(format::Reader& reader, const SnapshotOptions& options);
 
 }  // namespace memray::report

@@ -19,28 +19,13 @@ namespace {
 constexpr size_t k_chain_max = 7;
 constexpr size_t k_chain_keep = 3;  // frames kept at each end
 
-struct Node {
-    Frame frame;
-    uint64_t bytes = 0;
-    uint64_t count = 0;
-    std::vector<size_t> children;
-};
-
 class Printer {
   public:
-    Printer(const std::vector<Node>& nodes, uint64_t total, bool color)
+    Printer(const std::vector<TreeNode>& nodes, uint64_t total, bool color)
         : m_nodes(nodes), m_total(total), m_color(color) {}
 
     void children(size_t parent, const std::string& prefix) {
-        std::vector<size_t> kids = m_nodes[parent].children;
-        std::stable_sort(kids.begin(), kids.end(), [&](size_t a, size_t b) {
-            const Node& x = m_nodes[a];
-            const Node& y = m_nodes[b];
-            if (x.bytes != y.bytes) return x.bytes > y.bytes;
-            if (x.count != y.count) return x.count > y.count;
-            return std::tie(x.frame.function, x.frame.file, x.frame.line) <
-                   std::tie(y.frame.function, y.frame.file, y.frame.line);
-        });
+        const std::vector<size_t>& kids = m_nodes[parent].children;
         for (size_t i = 0; i < kids.size(); ++i) {
             bool last = i + 1 == kids.size();
             subtree(kids[i], prefix, last);
@@ -49,7 +34,7 @@ class Printer {
 
     std::string& out() { return m_out; }
 
-    void line(const std::string& prefix, const char* connector, const Node& n, bool leaf) {
+    void line(const std::string& prefix, const char* connector, const TreeNode& n, bool leaf) {
         double share = m_total ? double(n.bytes) / double(m_total) : 0.0;
         std::string amount = fmt::format("{} ({:.2f} %) {}", size_fmt(n.bytes), share * 100, n.count);
         std::string where = n.frame.file;
@@ -102,7 +87,7 @@ class Printer {
     }
     std::string dim(const std::string& s) const { return paint("\x1b[2m", s); }
 
-    const std::vector<Node>& m_nodes;
+    const std::vector<TreeNode>& m_nodes;
     uint64_t m_total;
     bool m_color;
     std::string m_out;
@@ -110,74 +95,129 @@ class Printer {
 
 }  // namespace
 
-std::string render_tree(const Snapshot& s, const StackResolver& resolver, const TreeOptions& o) {
+TreeStacks biggest_stacks(const Snapshot& s, const StackResolver& resolver, const TreeOptions& o) {
     // Merge threads and allocators: the tree shows where, not who.
-    std::map<uint32_t, Amount> by_node;
-    uint64_t total = 0, count = 0;
+    struct Merged {
+        Amount amount;
+        uint32_t thread = 0;
+        bool many_threads = false;
+    };
+    TreeStacks out;
+    std::map<uint32_t, Merged> by_node;
     for (const LocationAmount& l : s.locations) {
-        Amount& a = by_node[l.node];
-        a.bytes += l.bytes;
-        a.count += l.count;
-        total += l.bytes;
-        count += l.count;
+        auto [it, fresh] = by_node.try_emplace(l.node);
+        Merged& m = it->second;
+        if (fresh) m.thread = l.thread;
+        m.many_threads |= m.thread != l.thread;
+        m.amount.bytes += l.bytes;
+        m.amount.count += l.count;
+        out.total_bytes += l.bytes;
+        out.total_count += l.count;
     }
-    std::vector<std::pair<uint32_t, Amount>> biggest(by_node.begin(), by_node.end());
+    std::vector<std::pair<uint32_t, Merged>> biggest(by_node.begin(), by_node.end());
     std::stable_sort(biggest.begin(), biggest.end(), [](const auto& a, const auto& b) {
-        if (a.second.bytes != b.second.bytes) return a.second.bytes > b.second.bytes;
-        return a.second.count > b.second.count;
+        if (a.second.amount.bytes != b.second.amount.bytes)
+            return a.second.amount.bytes > b.second.amount.bytes;
+        return a.second.amount.count > b.second.amount.count;
     });
+    out.locations = biggest.size();
     size_t shown = std::min(o.biggest, biggest.size());
-
-    std::vector<Node> nodes(1);
-    std::map<std::tuple<size_t, std::string, std::string, uint32_t>, size_t> child_of;
+    out.stacks.reserve(shown);
     for (size_t i = 0; i < shown; ++i) {
-        auto [node, amount] = biggest[i];
-        std::vector<Frame> frames = resolver.stack(node);
-        if (frames.empty()) frames.push_back({"<unknown stack>", "", 0, false});
+        const auto& [node, m] = biggest[i];
+        TreeStack t;
+        t.frames = resolver.stack(node);
+        if (t.frames.empty()) t.frames.push_back({"<unknown stack>", "", 0, false});
+        std::reverse(t.frames.begin(), t.frames.end());
+        for (const Frame& f : t.frames) t.flags.push_back(frame_flags(f));
+        t.bytes = m.amount.bytes;
+        t.count = m.amount.count;
+        t.thread = m.thread;
+        t.many_threads = m.many_threads;
+        out.stacks.push_back(std::move(t));
+    }
+    out.threads = s.threads;
+
+    out.title = o.title;
+    if (out.title.empty()) {
+        switch (s.kind) {
+            case SnapshotKind::HighWaterMark:
+                out.title = fmt::format("Allocations alive at the high-water mark ({} at {:.3f} s)",
+                                        size_fmt(s.peak_bytes), double(s.peak_time_us) / 1e6);
+                break;
+            case SnapshotKind::Leaks:
+                out.title = "Allocations alive when tracking stopped (leaks)";
+                break;
+            case SnapshotKind::Temporary: out.title = "Temporary allocations"; break;
+        }
+    }
+    return out;
+}
+
+std::vector<TreeNode> build_tree(const TreeStacks& stacks, uint32_t hide, uint32_t cut) {
+    std::vector<TreeNode> nodes(1);
+    std::map<std::tuple<size_t, std::string, std::string, uint32_t>, size_t> child_of;
+    auto add = [](TreeNode& n, const TreeStack& t, bool first) {
+        if (first) n.thread = t.thread;
+        n.many_threads |= t.many_threads || n.thread != t.thread;
+        n.bytes += t.bytes;
+        n.count += t.count;
+    };
+    for (const TreeStack& t : stacks.stacks) {
         size_t at = 0;
-        nodes[0].bytes += amount.bytes;
-        nodes[0].count += amount.count;
-        for (auto f = frames.rbegin(); f != frames.rend(); ++f) {
-            // CPython's internals, hidden as the flame graph hides them by default: their
-            // memory counts for the nearest visible caller.
-            if (frame_flags(*f) & k_frame_irrelevant) continue;
+        add(nodes[0], t, &t == &stacks.stacks.front());
+        for (size_t i = 0; i < t.frames.size(); ++i) {
+            if (t.flags[i] & cut) break;
+            if (t.flags[i] & hide) continue;
+            const Frame& f = t.frames[i];
             auto [it, fresh] =
-                child_of.emplace(std::make_tuple(at, f->function, f->file, f->line), nodes.size());
+                child_of.emplace(std::make_tuple(at, f.function, f.file, f.line), nodes.size());
             if (fresh) {
-                nodes.push_back({*f, 0, 0, {}});
+                TreeNode n;
+                n.frame = f;
+                n.flags = t.flags[i];
+                n.parent = at;
+                nodes.push_back(std::move(n));
                 nodes[at].children.push_back(it->second);
             }
             at = it->second;
-            nodes[at].bytes += amount.bytes;
-            nodes[at].count += amount.count;
+            add(nodes[at], t, fresh);
         }
     }
+    for (TreeNode& n : nodes) {
+        std::stable_sort(n.children.begin(), n.children.end(), [&](size_t a, size_t b) {
+            const TreeNode& x = nodes[a];
+            const TreeNode& y = nodes[b];
+            if (x.bytes != y.bytes) return x.bytes > y.bytes;
+            if (x.count != y.count) return x.count > y.count;
+            return std::tie(x.frame.function, x.frame.file, x.frame.line) <
+                   std::tie(y.frame.function, y.frame.file, y.frame.line);
+        });
+    }
+    return nodes;
+}
 
-    std::string title = o.title;
-    if (title.empty()) {
-        switch (s.kind) {
-            case SnapshotKind::HighWaterMark:
-                title = fmt::format("Allocations alive at the high-water mark ({} at {:.3f} s)",
-                                    size_fmt(s.peak_bytes), double(s.peak_time_us) / 1e6);
-                break;
-            case SnapshotKind::Leaks: title = "Allocations alive when tracking stopped (leaks)"; break;
-            case SnapshotKind::Temporary: title = "Temporary allocations"; break;
-        }
-    }
+std::string render_tree(const Snapshot& s, const StackResolver& resolver, const TreeOptions& o) {
+    TreeStacks stacks = biggest_stacks(s, resolver, o);
+    // CPython's internals, hidden as the flame graph hides them by default: their memory counts
+    // for the nearest visible caller.
+    std::vector<TreeNode> nodes = build_tree(stacks, k_frame_irrelevant, 0);
+    uint64_t total = stacks.total_bytes, count = stacks.total_count;
+    size_t shown = stacks.stacks.size(), all = stacks.locations;
+
     Printer p(nodes, total, o.color);
     std::string& out = p.out();
-    out += title + "\n\n";
+    out += stacks.title + "\n\n";
     out += fmt::format("📂 {} (100.00 %) {} allocations", size_fmt(total), count);
-    if (shown < biggest.size())
-        out += fmt::format("  (the {} biggest of {} locations)", shown, biggest.size());
+    if (shown < all) out += fmt::format("  (the {} biggest of {} locations)", shown, all);
     out += "\n";
     p.children(0, "");
-    if (shown < biggest.size()) {
+    if (shown < all) {
         uint64_t rest_bytes = total - nodes[0].bytes, rest_count = count - nodes[0].count;
-        out += fmt::format("\n{} smaller locations not shown: {} in {} allocations\n",
-                           biggest.size() - shown, size_fmt(rest_bytes), rest_count);
+        out += fmt::format("\n{} smaller locations not shown: {} in {} allocations\n", all - shown,
+                           size_fmt(rest_bytes), rest_count);
     }
-    if (biggest.empty()) out += "\nNo allocations in this view.\n";
+    if (all == 0) out += "\nNo allocations in this view.\n";
     return out;
 }
 

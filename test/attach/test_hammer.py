@@ -34,13 +34,20 @@ def main():
     for i in range(cycles):
         capture = os.path.join(work, "c%02d.bin" % i)
         try:
-            p = at.attach(memray, t.pid, capture, timeout=COMMAND_TIMEOUT)
+            # -v on every other cycle: the steps of a re-attach are checked below
+            p = at.attach(memray, t.pid, capture, extra=["-v"] if i % 2 else [],
+                          timeout=COMMAND_TIMEOUT)
         except subprocess.TimeoutExpired:
             c.check(False, "cycle %d: attach finished within %ds (deadlock?)"
                     % (i, COMMAND_TIMEOUT))
             break
         if not c.equal(p.returncode, 0, "cycle %d: attach exit code" % i):
             break
+        if i % 2:
+            # A re-attach writes the settings into the loaded payload while the threads run and
+            # borrows a thread for one call: no scratch mapping (mmap/munmap) while it is held.
+            c.check("settings in its settings area" in p.stderr and "dlopen(" not in p.stderr,
+                    "cycle %d: re-attach uses the payload's settings area" % i)
         at.wait_progress(t, at.count(t))  # the threads allocate while tracked
         try:
             p = at.detach(memray, t.pid, timeout=COMMAND_TIMEOUT)

@@ -2,6 +2,9 @@
 loopback port under redis-benchmark load. Attach and detach while the benchmark runs: the server
 keeps serving through attach and detach, the benchmark reports no errors, the server still answers
 PING and returns a key set before attach, and the capture is readable and holds allocations.
+Every thread's scheduling (class, reset-on-fork, nice) is as before after attach and after
+detach (attach runs the borrowed thread in the real-time class for its remote call), and the
+payload's threads get what a thread the program started would (the server runs at nice 2).
 
 usage: test_redis.py MEMRAY
 """
@@ -42,6 +45,32 @@ def served(port, count, timeout=120):
     return None
 
 
+def scheduling(pid):
+    """{tid: (thread name, policy with its reset-on-fork flag, nice, real-time priority)}."""
+    out = {}
+    for entry in os.listdir("/proc/%d/task" % pid):
+        tid = int(entry)
+        try:
+            with open("/proc/%d/task/%d/comm" % (pid, tid)) as f:
+                name = f.read().strip()
+            out[tid] = (name, os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid),
+                        os.sched_getparam(tid).sched_priority)
+        except OSError:
+            pass  # exited meanwhile
+    return out
+
+
+def check_scheduling(c, pid, before, when):
+    now = scheduling(pid)
+    changed = ["%s: %r -> %r" % (tid, before[tid], now[tid])
+               for tid in before if tid in now and now[tid] != before[tid]]
+    c.check(not changed, "%s: every thread's scheduling as before %s" % (when, changed or ""))
+    ours = {tid: v for tid, v in now.items() if v[0].startswith("memray")}
+    normal = ("", os.SCHED_OTHER, 2, 0)
+    c.check(all(v[1:] == normal[1:] for v in ours.values()),
+            "%s: the payload's threads are in the normal class at the server's nice %r" % (when, ours))
+
+
 def main():
     memray = sys.argv[1]
     for tool in ("redis-server", "redis-benchmark", "redis-cli"):
@@ -58,6 +87,9 @@ def main():
         server.kill()
         c.finish()
     c.equal(cli(port, "SET", "attach-test-key", "kept-value"), "OK", "SET before attach")
+    for tid in os.listdir("/proc/%d/task" % server.pid):
+        os.setpriority(os.PRIO_PROCESS, int(tid), 2)
+    sched_before = scheduling(server.pid)
 
     # The benchmark loops (-l) until we stop it, and every phase waits for the server to have
     # served a number of commands rather than for a fixed time, so a fast or a loaded machine
@@ -72,9 +104,11 @@ def main():
     capture = os.path.join(work, "redis.bin")
     p = at.attach(memray, server.pid, capture)
     at.check_attached(c, p, "attach under load")
+    check_scheduling(c, server.pid, sched_before, "after attach")
     c.check(served(port, 5000) is not None, "the server kept serving while attached")
     p = at.detach(memray, server.pid)
     at.check_detached(c, p, capture, "detach under load")
+    check_scheduling(c, server.pid, sched_before, "after detach")
     c.check(served(port, 2000) is not None, "the server kept serving after detach")
     c.check(bench.poll() is None, "the benchmark ran through attach and detach (it stops only "
             "when told to, or on an error)")

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 # test/pythons.py (the one list of interpreters) sits one level up; every driver imports mrtest.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -326,3 +327,27 @@ def size_fmt(n):
         if abs(n) < 1000 or unit == "PB":
             return "%.3f%s" % (n, unit)
         n /= 1000.0
+
+
+def find_target_pid(memray_pid, program):
+    """`memray run` may exec the target or run it as a child: find the process running it."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        candidates = [memray_pid]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open("/proc/%s/stat" % entry) as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                    if ppid == memray_pid:
+                        candidates.append(int(entry))
+                except (OSError, ValueError, IndexError):
+                    pass
+        for pid in candidates:
+            try:
+                if os.path.realpath("/proc/%d/exe" % pid) == os.path.realpath(program):
+                    return pid
+            except OSError:
+                pass
+        time.sleep(0.02)
+    return None

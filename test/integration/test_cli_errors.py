@@ -86,13 +86,37 @@ def main():
         expect_error(c, p, "attach with MEMRAY_LOG_LEVEL=%s" % value, mention="MEMRAY_LOG_LEVEL")
         c.check(not os.path.exists(out), "attach with MEMRAY_LOG_LEVEL=%s: no capture" % value)
 
-    # Options of later issues: accepted and answered clearly.
-    for opt in (["--aggregate"], ["--follow-fork"], ["--live"], ["--live-remote"],
-                ["--trace-python-allocators"]):
-        p = mrtest.run([memray, "run", *opt, "-o", os.path.join(work, "x4.bin"), "--", program])
-        expect_error(c, p, "run %s" % opt[0])
-        c.check("not supported yet" in p.stderr, "run %s says 'not supported yet'" % opt[0])
-        c.check(not os.path.exists(os.path.join(work, "x4.bin")), "run %s wrote no capture" % opt[0])
+    # --follow-fork with a live mode: memray's refusal (also once the live view exists).
+    k_live = "--follow-fork cannot be used with the live TUI"
+    for live in ("--live", "--live-remote"):
+        p = mrtest.run([memray, "run", "--follow-fork", live, "-o", os.path.join(work, "x5.bin"),
+                        "--", program])
+        expect_error(c, p, "run --follow-fork %s" % live, mention=k_live)
+        c.equal(p.returncode, 2, "run --follow-fork %s: usage exit status" % live)
+    p = mrtest.run([memray, "attach", "--follow-fork", str(os.getpid())])
+    expect_error(c, p, "attach --follow-fork without -o (the live view)", mention=k_live)
+    c.check(not os.path.exists(os.path.join(work, "x5.bin")), "no capture from the refusals")
+    # Python's allocators exist only in Python programs.
+    out = os.path.join(work, "x6.bin")
+    p = mrtest.run([memray, "run", "--trace-python-allocators", "-o", out, "--", program])
+    expect_error(c, p, "run --trace-python-allocators -- program", mention="Python")
+    c.check(not os.path.exists(out), "run --trace-python-allocators -- program: no capture")
+    # Live mode: memray's refusals, word for word, before anything runs (docs/live.md).
+    for opt, message in (
+            (["--live-port", "1234"], "The --live-port argument requires --live-remote"),
+            (["--live", "--follow-fork"], "--follow-fork cannot be used with the live TUI"),
+            (["--live-remote", "--aggregate"], "--aggregate cannot be used with the live TUI"),
+            (["--live", "--buffered-file-io"],
+             "--buffered-file-io cannot be used with --live/--live-remote"),
+            (["--live", "-o", os.path.join(work, "x6.bin")],
+             "argument --live: not allowed with argument -o/--output"),
+            (["--live-remote", "-p", "70000"], "Invalid port: 70000")):
+        p = mrtest.run([memray, "run", *opt, "--", "/bin/sh", "-c", "touch " + marker])
+        expect_error(c, p, "run %s" % " ".join(opt), mention=message)
+        c.check(not os.path.exists(marker), "run %s: nothing run" % " ".join(opt))
+    p = mrtest.run([memray, "attach", "--aggregate", str(os.getpid())])
+    expect_error(c, p, "attach --aggregate without -o",
+                 mention="Can't use aggregated mode without an output file.")
     c.finish()
 
 

@@ -18,30 +18,6 @@ RUN_FOR = 4.0       # seconds of tracking before the kill
 GRACE = 1.5         # the payload may lose at most about one second of events
 
 
-def find_target_pid(memray_pid, program):
-    """`memray run` may exec the target or run it as a child: find the process running it."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        candidates = [memray_pid]
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open("/proc/%s/stat" % entry) as f:
-                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                    if ppid == memray_pid:
-                        candidates.append(int(entry))
-                except (OSError, ValueError, IndexError):
-                    pass
-        for pid in candidates:
-            try:
-                if os.path.realpath("/proc/%d/exe" % pid) == os.path.realpath(program):
-                    return pid
-            except OSError:
-                pass
-        time.sleep(0.02)
-    return None
-
-
 def main():
     memray, program = sys.argv[1:3]
     work = mrtest.scratch_dir("kill9")
@@ -51,7 +27,7 @@ def main():
     cmd = [memray, "run", "-o", capture, "--", program, str(SIZE)]
     print("$ " + " ".join(cmd))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    target = find_target_pid(proc.pid, program)
+    target = mrtest.find_target_pid(proc.pid, program)
     if not c.check(target is not None, "found the tracked process"):
         proc.kill()
         proc.wait()

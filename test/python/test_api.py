@@ -57,8 +57,8 @@ def alloc_in_thread():
     kept.append(bytearray(THREAD_KEPT))
 
 
-def tracked_block(path, native=False):
-    with memray.Tracker(path, native_traces=native):
+def tracked_block(path, native=False, file_format=memray.FileFormat.ALL_ALLOCATIONS):
+    with memray.Tracker(path, native_traces=native, file_format=file_format):
         lines["call_temporary"] = here() + 1
         alloc_temporary()
         lines["call_leaked"] = here() + 1
@@ -279,6 +279,63 @@ def churn(seconds):
             held.pop(0)
 
 
+class Aggregated(unittest.TestCase):
+    """Tracker(file_format=AGGREGATED_ALLOCATIONS): the same known allocations as a full capture
+    of the same block, in the high-water-mark and leak views; what needs every allocation is
+    refused with memray's messages."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.full = os.path.join(cls.tmp.name, "full.bin")
+        cls.agg = os.path.join(cls.tmp.name, "agg.bin")
+        tracked_block(cls.full)
+        cls.worker = tracked_block(cls.agg, file_format=memray.FileFormat.AGGREGATED_ALLOCATIONS)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def known(self, records):
+        sizes = {LEAKED + 1, THREAD_KEPT + 1, TEMPORARY + 1}
+        return sorted((r.size, r.n_allocations, r.tid if r.tid == 0 else r.thread_name,
+                       tuple(r.stack_trace())) for r in records if r.size in sizes)
+
+    def test_metadata(self):
+        with memray.FileReader(self.agg) as r:
+            self.assertEqual(r.metadata.file_format, memray.FileFormat.AGGREGATED_ALLOCATIONS)
+            self.assertGreaterEqual(r.metadata.peak_memory, LEAKED + THREAD_KEPT)
+            hwm = list(r.get_high_watermark_allocation_records())
+            self.assertEqual(sum(x.size for x in hwm), r.metadata.peak_memory)
+
+    def test_same_views_as_a_full_capture(self):
+        with memray.FileReader(self.full) as full, memray.FileReader(self.agg) as agg:
+            for merge in (True, False):
+                a = self.known(full.get_high_watermark_allocation_records(merge_threads=merge))
+                b = self.known(agg.get_high_watermark_allocation_records(merge_threads=merge))
+                self.assertEqual(len(a), 2)
+                self.assertEqual(a, b)
+                a = self.known(full.get_leaked_allocation_records(merge_threads=merge))
+                b = self.known(agg.get_leaked_allocation_records(merge_threads=merge))
+                self.assertEqual(a, b)
+                self.assertTrue(a)
+            self.assertTrue(list(agg.get_memory_snapshots()))
+
+    def test_refusals(self):
+        with memray.FileReader(self.agg) as r:
+            with self.assertRaisesRegex(NotImplementedError,
+                                        "Can't find temporary allocations using a pre-aggregated"):
+                list(r.get_temporary_allocation_records())
+            with self.assertRaisesRegex(NotImplementedError,
+                                        "Can't get allocation history using a pre-aggregated"):
+                list(r.get_temporal_allocation_records())
+            with self.assertRaisesRegex(NotImplementedError, "pre-aggregated capture file"):
+                list(r.get_allocation_records())
+        with self.assertRaisesRegex(NotImplementedError,
+                                    "Can't compute statistics using a pre-aggregated capture file"):
+            memray.compute_statistics(self.agg)
+
+
 class TemporalDownsampled(unittest.TestCase):
     def test_high_water_mark_by_interval(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -330,7 +387,89 @@ class NativeTraces(unittest.TestCase):
                 self.assertGreater(len(hybrid), len(python))
 
 
-class ReaderErrors(unittest.TestCase):
+# UNIT * PY_BLOB asks PyObject_Malloc for 33 + PY_BLOB bytes (bytes header and NUL); UNIT is a
+# variable so that the compiler cannot fold the product into a constant.
+UNIT = b"\x03"
+PY_BLOB = 211
+PY_OBJECTS = 500
+
+
+def make_py_objects(out):
+    lines["py_objects"] = here() + 2
+    for _ in range(PY_OBJECTS):
+        out.append(UNIT * PY_BLOB)
+
+
+def python_allocator_tables():
+    """What PyMem_GetAllocator says for the RAW, MEM and OBJ domains."""
+    import ctypes
+
+    class PyMemAllocatorEx(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_void_p) for n in ("ctx", "malloc", "calloc", "realloc", "free")]
+
+    get = ctypes.pythonapi.PyMem_GetAllocator
+    get.restype = None
+    get.argtypes = [ctypes.c_int, ctypes.POINTER(PyMemAllocatorEx)]
+    tables = []
+    for domain in (0, 1, 2):
+        a = PyMemAllocatorEx()
+        get(domain, ctypes.byref(a))
+        tables.append((a.ctx, a.malloc, a.calloc, a.realloc, a.free))
+    return tables
+
+
+class TracePythonAllocators(unittest.TestCase):
+    """Tracker(trace_python_allocators=True): each object made in the block is one PYMALLOC_MALLOC
+    record at its line, the allocators are replaced in the block and exactly restored after it."""
+
+    def test_objects_counted_and_allocators_restored(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "pyalloc.bin")
+            before = python_allocator_tables()
+            objects = []
+            with memray.Tracker(path, trace_python_allocators=True):
+                during = python_allocator_tables()
+                make_py_objects(objects)
+                del objects[:100]
+            after = python_allocator_tables()
+            self.assertEqual(during[0], before[0], "RAW domain untouched")
+            self.assertNotEqual(during[1:], before[1:], "MEM and OBJ domains hooked")
+            self.assertEqual(after, before, "allocators exactly restored")
+            with memray.FileReader(path) as reader:
+                self.assertTrue(reader.metadata.trace_python_allocators)
+                records = list(reader.get_allocation_records())
+                made = [r for r in records
+                        if r.allocator == AllocatorType.PYMALLOC_MALLOC and r.size == 33 + PY_BLOB
+                        and r.stack_trace()[:1] == [("make_py_objects", THIS_FILE,
+                                                     lines["py_objects"])]]
+                self.assertEqual(len(made), PY_OBJECTS)
+                freed = {r.address for r in records if r.allocator == AllocatorType.PYMALLOC_FREE}
+                self.assertEqual(sum(1 for r in made[:100] if r.address in freed), 100)
+                # Each object once: not also as MALLOC underneath.
+                self.assertFalse([r for r in records if r.allocator == AllocatorType.MALLOC
+                                  and r.size == 33 + PY_BLOB])
+                leaks = [r for r in reader.get_leaked_allocation_records()
+                         if r.allocator == AllocatorType.PYMALLOC_MALLOC
+                         and r.stack_trace()[:1] == [("make_py_objects", THIS_FILE,
+                                                      lines["py_objects"])]]
+                self.assertEqual(sum(r.n_allocations for r in leaks), PY_OBJECTS - 100)
+                self.assertEqual(sum(r.size for r in leaks), (PY_OBJECTS - 100) * (33 + PY_BLOB))
+
+    def test_without_the_option_no_pymalloc_records(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "plain.bin")
+            objects = []
+            with memray.Tracker(path):
+                make_py_objects(objects)
+            with memray.FileReader(path) as reader:
+                self.assertFalse(reader.metadata.trace_python_allocators)
+                self.assertFalse([r for r in reader.get_allocation_records()
+                                  if r.allocator.name.startswith("PYMALLOC")])
+
+
+class TempDirCase(unittest.TestCase):
+    """A test with a fresh temporary directory; path(name) is a file in it."""
+
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
         self.addCleanup(self.tmp.cleanup)
@@ -338,6 +477,8 @@ class ReaderErrors(unittest.TestCase):
     def path(self, name):
         return os.path.join(self.tmp.name, name)
 
+
+class ReaderErrors(TempDirCase):
     def test_missing_file(self):
         with self.assertRaisesRegex(FileNotFoundError, "nope.bin"):
             memray.FileReader(self.path("nope.bin"))
@@ -375,14 +516,7 @@ class ReaderErrors(unittest.TestCase):
                 self.assertIn(cut_path, str(e))  # a cut inside the header
 
 
-class TrackerErrors(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.addCleanup(self.tmp.cleanup)
-
-    def path(self, name):
-        return os.path.join(self.tmp.name, name)
-
+class TrackerErrors(TempDirCase):
     def test_exactly_one_destination(self):
         with self.assertRaisesRegex(TypeError, "Exactly one"):
             memray.Tracker()
@@ -393,15 +527,13 @@ class TrackerErrors(unittest.TestCase):
 
     def test_not_yet_supported(self):
         p = self.path("x.bin")
-        for kwargs in ({"follow_fork": True}, {"trace_python_allocators": True},
-                       {"file_format": memray.FileFormat.AGGREGATED_ALLOCATIONS},
-                       {"memory_interval_ms": 50}):
+        for kwargs in ({"memory_interval_ms": 50},):
             with self.assertRaises(NotImplementedError, msg=repr(kwargs)):
                 memray.Tracker(p, **kwargs)
         with self.assertRaises(NotImplementedError):
             memray.Tracker(destination=memray.SocketDestination(server_port=12345))
-        with self.assertRaises(NotImplementedError):
-            memray.SocketReader(12345)
+        with self.assertRaises(ValueError):  # SocketReader works (test_socket_reader.py)
+            memray.SocketReader(0)
         self.assertFalse(os.path.exists(p))
 
     def test_existing_file_and_overwrite(self):
@@ -447,6 +579,66 @@ class TrackerErrors(unittest.TestCase):
             kept.append(bytearray(LEAKED))
         with memray.FileReader(p) as r:
             self.assertTrue([x for x in r.get_leaked_allocation_records() if x.size == LEAKED + 1])
+
+    def test_follow_fork(self):
+        # The child of os.fork() records into <file>.<child pid> with follow_fork=True, exactly
+        # its own allocations after the fork; without it, the child writes nothing.
+        parent_size, child_size = 3100013, 3100019
+        for follow in (True, False):
+            # Named as memray names files: the parent's trailing ".<pid>" is replaced.
+            stem = self.path("fork-%s.bin" % follow)
+            p = "%s.%d" % (stem, os.getpid())
+            with memray.Tracker(p, follow_fork=follow):
+                kept.append(bytearray(parent_size - 1))
+                sys.stdout.flush()
+                pid = os.fork()
+                if pid == 0:
+                    for _ in range(3):
+                        b = bytearray(child_size - 1)
+                        del b
+                    os._exit(0)
+                _, status = os.waitpid(pid, 0)
+                self.assertEqual(status, 0)
+            child = "%s.%d" % (stem, pid)
+
+            def sizes(path):
+                with memray.FileReader(path) as r:
+                    return r.metadata.pid, [x.size for x in r.get_allocation_records()
+                                            if x.allocator in ALLOCATING]
+            _, in_parent = sizes(p)
+            self.assertEqual(in_parent.count(parent_size), 1, follow)
+            self.assertEqual(in_parent.count(child_size), 0, follow)
+            self.assertEqual(sorted(os.listdir(self.tmp.name)).count(os.path.basename(child)),
+                             1 if follow else 0)
+            if follow:
+                child_pid, in_child = sizes(child)
+                self.assertEqual(child_pid, pid)
+                self.assertEqual(in_child.count(child_size), 3)
+                self.assertEqual(in_child.count(parent_size), 0)
+
+    def test_follow_fork_multiprocessing(self):
+        import multiprocessing
+        worker_size = 3100027
+        p = self.path("mp.bin")
+        ctx = multiprocessing.get_context("fork")
+        with memray.Tracker(p, follow_fork=True):
+            proc = ctx.Process(target=_allocate_twice, args=(worker_size,))
+            proc.start()
+            proc.join()
+        self.assertEqual(proc.exitcode, 0)
+        with memray.FileReader("%s.%d" % (p, proc.pid)) as r:
+            self.assertEqual(r.metadata.pid, proc.pid)
+            got = [x.size for x in r.get_allocation_records() if x.allocator in ALLOCATING]
+        self.assertEqual(got.count(worker_size), 2)
+        with memray.FileReader(p) as r:
+            got = [x.size for x in r.get_allocation_records() if x.allocator in ALLOCATING]
+        self.assertEqual(got.count(worker_size), 0)
+
+
+def _allocate_twice(size):
+    for _ in range(2):
+        b = bytearray(size - 1)
+        del b
 
 
 class MemrayCommand(unittest.TestCase):

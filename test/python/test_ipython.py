@@ -71,6 +71,16 @@ class FlamegraphMagic(unittest.TestCase):
         _, html = self.only_page()
         self.assertIn("make_temporary", html)
 
+    def test_trace_python_allocators(self):
+        # Small objects live in pymalloc's arenas: only the allocator hooks see them being made.
+        cell = ("def make_small_objects():\n"
+                "    return [str(i) * 3 for i in range(20000)]\n"
+                "small_objects = make_small_objects()\n")
+        self.run_magic("--leaks --trace-python-allocators", cell)
+        _, html = self.only_page()
+        self.assertIn("make_small_objects", html)
+        self.assertRegex(html, r'"python_allocators":\s*true')
+
     def test_bad_options(self):
         from IPython.core.error import UsageError
 
@@ -79,9 +89,6 @@ class FlamegraphMagic(unittest.TestCase):
             with self.assertRaises(UsageError, msg=line):
                 with capture_output():
                     self.ip.run_cell_magic("memray_flamegraph", line, "x = 1\n")
-        for line in ("--follow-fork", "--trace-python-allocators"):
-            with self.assertRaises(NotImplementedError, msg=line):
-                self.run_magic(line, "x = 1\n")
         self.assertFalse(os.path.exists("memray-results"))
 
     def test_extension_entry_point(self):

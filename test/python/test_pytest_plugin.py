@@ -149,12 +149,24 @@ def test_kept_captures(pytester):
     assert 1000001 in sizes
 
 
-def test_unsupported_option(pytester):
-    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+def test_trace_python_allocators(pytester):
+    # Small objects come from pymalloc's arenas: only the allocator hooks see each one made.
+    pytester.makepyfile(test_small="KEEP = []\n"
+                                   "def test_small():\n"
+                                   "    KEEP.extend(str(i) * 3 for i in range(5000))\n")
+    bins = pytester.path / "bins"
     result = pytester.runpytest_subprocess("--memray", "--trace-python-allocators",
-                                           "-p", "no:cacheprovider")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "not supported yet" in result.stderr.str()
+                                           "--memray-bin-path", str(bins), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    files = list(bins.iterdir())
+    assert len(files) == 1, files
+    import memray
+    with memray.FileReader(files[0]) as reader:
+        assert reader.metadata.trace_python_allocators
+        made = [r for r in reader.get_allocation_records()
+                if r.allocator == memray.AllocatorType.PYMALLOC_MALLOC
+                and r.stack_trace()[:1] and r.stack_trace()[0][0].endswith("<genexpr>")]
+    assert len(made) >= 5000 - 10, len(made)  # str(i) * 3 makes one str (a few are cached)
 
 
 def test_one_marker_per_test(pytester):

@@ -161,6 +161,25 @@ void expect_echo(Target& t, const std::string& word) {
     CHECK(reply == "echo " + word + " xmm=ok");
 }
 
+// Waits (up to 5 s) until thread `tid` of `pid` sleeps in system call `number`: the target
+// announces a thread before the thread reaches its call, so a test that needs it blocked must
+// see it there first (/proc/PID/task/TID/syscall starts with the number while it is inside).
+bool wait_in_syscall(pid_t pid, pid_t tid, long number) {
+    std::string path = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/syscall";
+    auto deadline = Clock::now() + 5s;
+    while (Clock::now() < deadline) {
+        FILE* f = std::fopen(path.c_str(), "r");
+        long nr = -2;
+        if (f) {
+            if (std::fscanf(f, "%ld", &nr) != 1) nr = -2;
+            std::fclose(f);
+        }
+        if (nr == number) return true;
+        usleep(1000);
+    }
+    return false;
+}
+
 // 1. call a function with six arguments; the target carries on; syscall() works.
 int scenario_call(const std::string& exe) {
     Target t(exe, {});
@@ -206,6 +225,7 @@ int scenario_blocked(const std::string& exe) {
     Target t(exe, {});
     pid_t reader = static_cast<pid_t>(t["reader"]);
     for (int round = 0; round < 3; ++round) {
+        CHECK(wait_in_syscall(t.pid, reader, SYS_read));
         Tracer tracer(t.pid, options());
         tracer.interrupt_all();
         Registers before = tracer.registers(reader);
@@ -216,14 +236,18 @@ int scenario_blocked(const std::string& exe) {
         CHECK(after.rip == before.rip && after.rsp == before.rsp && after.orig_rax == before.orig_rax);
         if (round == 1) t.send("echo while-attached");  // arrives at the pipe while stopped
         tracer.resume_all();
+        if (round == 1) {
+            // Read before the next round: until the reader has answered, it may still be on its
+            // way out of the read() that /proc shows it in, and round 2 would stop it elsewhere.
+            std::string reply = t.read_line(5000ms);
+            CHECK(reply == "echo while-attached xmm=ok");
+        }
         if (round == 2) {
             // Destructor path: the borrowed thread is still stopped with a call behind it.
             tracer.interrupt_all();
             CHECK(tracer.call(reader, t["clobber"], {}, 1000ms) == 42);
         }
     }
-    std::string reply = t.read_line(5000ms);
-    CHECK(reply == "echo while-attached xmm=ok");
     expect_echo(t, "after-detach");
     CHECK(t.stat("calls") == 3);
     CHECK(t.alive());

@@ -311,3 +311,119 @@ TEST_CASE("varints round trip at their edges") {
         CHECK(c.events[1].address == 0);
     }
 }
+
+namespace {
+
+// An aggregated capture: checkpoint 1 (one location), then checkpoint 2 (two locations) across
+// two blocks, then, when `complete`, the trailer.
+void build_aggregated(CaptureBuilder& b, bool complete) {
+    auto& s = b.sink();
+    auto& st = b.state();
+    encode_thread_info(s, 1, 1001, "MainThread");
+    encode_native_node(s, st, 1, 0, 0x401000);
+    encode_native_node(s, st, 2, 1, 0x401100);
+    encode_heap_sample(s, 10000, 5000000, 4096);
+    encode_aggregate_location(s, st, 2, 1, Allocator::Malloc, {1, 4096, 1, 4096});
+    CheckpointFields c1;
+    c1.time_us = 1000000;
+    c1.allocations = 1;
+    c1.total_bytes = c1.heap = c1.peak_bytes = 4096;
+    c1.peak_time_us = 10000;
+    c1.locations = 1;
+    encode_checkpoint(s, c1);
+    b.flush_block();
+    encode_thread_info(s, 2, 1002, "worker");
+    encode_heap_sample(s, 1500000, 6000000, 100);
+    encode_aggregate_location(s, st, 2, 1, Allocator::Malloc, {1, 4096, 0, 0});
+    b.flush_block();  // a checkpoint may span blocks
+    encode_aggregate_location(s, st, 1, 2, Allocator::Mmap, {0, 0, 1, 100});
+    CheckpointFields c2 = c1;
+    c2.time_us = 2000000;
+    c2.allocations = 2;
+    c2.deallocations = 1;
+    c2.total_bytes = 4196;
+    c2.heap = 100;
+    c2.locations = 2;
+    encode_checkpoint(s, c2);
+    if (complete) {
+        TrailerFields t;
+        t.end_time_us = 2000001;
+        t.allocations = 2;
+        t.deallocations = 1;
+        encode_trailer(s, t);
+    }
+    b.flush_block();
+}
+
+}  // namespace
+
+struct CountingListener : RecordListener {
+    int locations = 0, checkpoints = 0, heap_samples = 0;
+    void on_aggregate_location(const AggregateLocation&) override { ++locations; }
+    void on_checkpoint(const CheckpointFields&) override { ++checkpoints; }
+    void on_heap_sample(const HeapSample&) override { ++heap_samples; }
+};
+
+TEST_CASE("aggregated capture: the last complete checkpoint wins") {
+    CaptureBuilder b;
+    build_aggregated(b, true);
+    Reader r(b.write("agg"));
+    CHECK(r.aggregated() == false);  // the builder's header has no k_flag_aggregated
+    CountingListener l;
+    r.read_all(l);
+    const Aggregate& a = r.aggregate();
+    CHECK(a.checkpoints == 2);
+    CHECK(a.totals.time_us == 2000000);
+    CHECK(a.totals.heap == 100);
+    REQUIRE(a.locations.size() == 2);
+    CHECK(a.locations[0].node == 2);
+    CHECK(a.locations[0].thread == 1);
+    CHECK(a.locations[0].amounts.peak_bytes == 4096);
+    CHECK(a.locations[0].amounts.end_count == 0);
+    CHECK(a.locations[1].node == 1);
+    CHECK(a.locations[1].allocator == Allocator::Mmap);
+    CHECK(a.locations[1].amounts.end_bytes == 100);
+    REQUIRE(a.samples.size() == 2);
+    CHECK(a.samples[1].heap == 100);
+    CHECK(l.locations == 3);
+    CHECK(l.checkpoints == 2);
+    CHECK(l.heap_samples == 2);
+    CHECK_FALSE(r.truncated());
+}
+
+TEST_CASE("aggregated capture cut inside its second checkpoint reads as its first") {
+    CaptureBuilder b;
+    build_aggregated(b, false);
+    std::vector<uint8_t> bytes = b.bytes();
+    // Drop the last block (the rest of checkpoint 2): the first block of it stays, unfinished.
+    for (size_t cut = bytes.size() - 1; cut > bytes.size() - 8; --cut) {
+        std::vector<uint8_t> part(bytes.begin(), bytes.begin() + long(cut));
+        Reader r(write_bytes(part, "aggcut"));
+        while (r.next() != Reader::Item::End) {
+        }
+        CHECK(r.truncated());
+        const Aggregate& a = r.aggregate();
+        CHECK(a.checkpoints == 1);
+        REQUIRE(a.locations.size() == 1);
+        CHECK(a.locations[0].amounts.end_bytes == 4096);
+        CHECK(a.totals.time_us == 1000000);
+        CHECK(a.samples.size() == 1);
+    }
+}
+
+TEST_CASE("a checkpoint that miscounts its locations is corrupt") {
+    CaptureBuilder b;
+    auto& s = b.sink();
+    encode_aggregate_location(s, b.state(), 1, 1, Allocator::Malloc, {1, 1, 1, 1});
+    CheckpointFields c;
+    c.locations = 2;
+    encode_checkpoint(s, c);
+    b.flush_block();
+    Reader r(b.write("aggbad"));
+    CHECK_THROWS_AS(
+        [&] {
+            while (r.next() != Reader::Item::End) {
+            }
+        }(),
+        FormatError);
+}

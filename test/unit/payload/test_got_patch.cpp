@@ -189,6 +189,44 @@ TEST_CASE("calls from the executable reach the hooks") {
     free(off);
 }
 
+TEST_CASE("allocators looked up with dlsym/dlvsym while tracking lead to the hooks") {
+    using malloc_fn = void* (*)(size_t);
+    void* real_malloc = nullptr;
+    {
+        Tracking tracking;
+        auto by_name = reinterpret_cast<malloc_fn>(dlsym(RTLD_DEFAULT, "malloc"));
+        auto by_version = reinterpret_cast<malloc_fn>(dlvsym(RTLD_DEFAULT, "malloc", "GLIBC_2.2.5"));
+        void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+        REQUIRE(libc != nullptr);
+        auto by_handle = reinterpret_cast<malloc_fn>(dlsym(libc, "malloc"));
+        REQUIRE(reinterpret_cast<void*>(by_name) != nullptr);
+        REQUIRE(reinterpret_cast<void*>(by_version) != nullptr);
+        REQUIRE(reinterpret_cast<void*>(by_handle) != nullptr);
+        void* a = by_name(54321);
+        void* b = by_version(54322);
+        void* c = by_handle(54323);
+        g_sink = a;
+        CHECK(tt::count(Allocator::Malloc, a, 54321) == 1);
+        CHECK(tt::count(Allocator::Malloc, b, 54322) == 1);
+        CHECK(tt::count(Allocator::Malloc, c, 54323) == 1);
+        free(a);
+        free(b);
+        free(c);
+        // Names we do not hook, and RTLD_NEXT (answered from the caller's position, here the
+        // objects after this executable), resolve as without the hooks.
+        CHECK(dlsym(RTLD_DEFAULT, "getpid") == reinterpret_cast<void*>(&getpid));
+        real_malloc = dlsym(RTLD_NEXT, "malloc");
+        CHECK(object_of(real_malloc).find("libc.so") != std::string::npos);
+        CHECK(dlsym(RTLD_DEFAULT, "no_such_function_xyz") == nullptr);
+        dlclose(libc);
+    }
+    // Once uninstalled, a lookup returns the real function again.
+    CHECK(dlsym(RTLD_NEXT, "malloc") == real_malloc);
+#ifndef GP_NON_PIE
+    CHECK(dlsym(RTLD_DEFAULT, "malloc") == real_malloc);
+#endif
+}
+
 TEST_CASE("free is recorded before the real free runs") {
     Tracking tracking;
     void* p = malloc(1111);

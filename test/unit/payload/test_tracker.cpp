@@ -1,6 +1,7 @@
 // Test-only definitions of the tracker interface (tracker.hpp, log.hpp): the real tracker is not
 // linked into the GOT-patching tests, which only need to see which events the hooks report.
 #include "test_tracker.hpp"
+#include "payload/hooks.hpp"
 #include "payload/log.hpp"
 
 #include <sys/syscall.h>
@@ -102,3 +103,5 @@ extern "C" int memray_payload_stop(void) {
     memray::payload::test::set_enabled(false);
     return 0;
 }
+
+int memray::payload::stop_before_exit() noexcept { return memray_payload_stop(); }

@@ -2,8 +2,10 @@
 
 #include <cstring>
 
+#include "payload/got_patch.hpp"
 #include "payload/hooks.hpp"
 #include "payload/objects.hpp"
+#include "payload/python_allocators.hpp"
 #include "payload/python_stack.hpp"
 
 namespace stubs {
@@ -53,6 +55,19 @@ int install_hooks() noexcept {
 int patch_new_objects() noexcept { return 0; }
 void uninstall_hooks() noexcept { ++stubs::uninstall_calls; }
 unsigned patched_slot_count() noexcept { return 0; }
+void hooks_adopt_in_child() noexcept {}
+
+namespace got {
+void lock_for_fork() noexcept {}
+void unlock_after_fork_parent() noexcept {}
+void reset_after_fork_child() noexcept {}
+}  // namespace got
+
+// No interpreter here: a session asking for the Python allocator hooks is refused.
+bool python_allocators_available() noexcept { return false; }
+void python_allocators_want(bool) noexcept {}
+int python_allocators_install() noexcept { return 0; }
+void python_allocators_uninstall() noexcept {}
 
 void for_each_loaded_object(void (*fn)(const LoadedObject&, void*), void* ctx) noexcept {
     static const uint8_t k_build_id[4] = {0xde, 0xad, 0xbe, 0xef};
@@ -65,5 +80,9 @@ void for_each_loaded_object(void (*fn)(const LoadedObject&, void*), void* ctx) n
     o.n_segments = 1;
     fn(o, ctx);
 }
+void objects_init() noexcept {}
+void objects_lock_for_fork() noexcept {}
+void objects_unlock_after_fork_parent() noexcept {}
+void objects_after_fork_child() noexcept {}
 
 }  // namespace memray::payload

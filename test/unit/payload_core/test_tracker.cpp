@@ -492,6 +492,63 @@ TEST_CASE("a forked child records nothing and leaves the parent's capture alone"
     unlink(out.c_str());
 }
 
+TEST_CASE("follow_fork: the child records exactly its own events into <output>.<child pid>") {
+    std::string out = temp_path("follow");
+    REQUIRE(memray_payload_start(settings_for(out, "follow_fork=1\n").c_str()) == 0);
+    static char buffer[8];
+    record_here(buffer, 1);
+    // Another thread records all the time: forks land while it is inside the tracker (its ring,
+    // the intern tables, the writer draining it); the child must neither hang nor see its events.
+    std::atomic<bool> stop{false};
+    std::thread busy([&stop] {
+        for (uint64_t i = 0; !stop.load(); ++i) {
+            stubs::fake_depth = 0;
+            payload::record_allocation(Allocator::Malloc, reinterpret_cast<void*>(0x5000 + i), 9);
+            payload::record_deallocation(Allocator::Free, reinterpret_cast<void*>(0x5000 + i), 0);
+        }
+    });
+    std::vector<pid_t> children;
+    for (int k = 0; k < 20; ++k) {
+        fflush(nullptr);
+        pid_t pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            int code = payload::tracking_enabled() ? 0 : 10;
+            for (int i = 0; i < 3; ++i) record_here(buffer, 5);
+            exit(code);  // the payload's destructor finalizes the child's capture
+        }
+        children.push_back(pid);
+    }
+    for (pid_t pid : children) {
+        int status = 0;
+        REQUIRE(waitpid(pid, &status, 0) == pid);
+        CHECK(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) == 0);
+    }
+    stop = true;
+    busy.join();
+    record_here(buffer, 2);
+    REQUIRE(memray_payload_stop() == 0);
+    for (pid_t pid : children) {
+        std::string child_out = out + "." + std::to_string(pid);
+        Capture c = read_capture(child_out);
+        CHECK(c.trailer);
+        CHECK(c.header.pid == uint64_t(pid));
+        REQUIRE(c.events.size() == 3);
+        for (auto& e : c.events) CHECK(e.size == 5);
+        unlink(child_out.c_str());
+    }
+    Capture c = read_capture(out);
+    REQUIRE(c.trailer);
+    size_t small = 0;
+    for (auto& e : c.events) {
+        CHECK(e.size != 5);
+        if (e.size == 1 || e.size == 2) ++small;
+    }
+    CHECK(small == 2);
+    unlink(out.c_str());
+}
+
 TEST_CASE("states of exited threads are recycled") {
     std::string out = temp_path("recycle");
     REQUIRE(memray_payload_start(settings_for(out).c_str()) == 0);

@@ -1,0 +1,46 @@
+"""`memray run --compress-on-exit` (memray's default, spelled out) and `--no-compress`: the same
+meaning as in `memray attach` (test/attach/test_options.py): lz4 blocks or raw blocks, told apart
+by the header's compressed flag, and both captures hold the same allocations.
+
+usage: test_compress_flags.py MEMRAY FORK_TARGET
+"""
+
+import os
+import re
+import sys
+
+import mrtest
+
+k_flag_compressed = 1 << 3  # format::k_flag_compressed (src/format/records.hpp)
+
+
+def main():
+    memray, program = sys.argv[1:3]
+    work = mrtest.scratch_dir("compress")
+    c = mrtest.Checker("compress-flags")
+    for extra, compressed in (([], True), (["--compress-on-exit"], True),
+                              (["--no-compress"], False)):
+        out = os.path.join(work, "c%d.bin" % len(os.listdir(work)))
+        p = mrtest.memray_run(memray, out, [program], extra=extra)
+        what = "run %s" % (extra[0] if extra else "(default)")
+        c.equal(p.returncode, 0, what + ": exit code")
+        expect, _ = mrtest.parse_expectations(p.stdout)
+        p, cap = mrtest.parse_capture(memray, out)
+        m = re.search(r"^HEADER .*\bflags=0x([0-9a-f]+)", p.stdout, re.M)
+        if not c.check(cap is not None and m is not None, what + ": capture parses"):
+            continue
+        c.equal(bool(int(m.group(1), 16) & k_flag_compressed), compressed,
+                what + ": compressed flag")
+        c.check(cap.trailer is not None, what + ": finalized")
+        for _, kind, size, count in expect:
+            got = sum(1 for e in cap.events if e["kind"] == kind and e["size"] == size)
+            c.equal(got, count, "%s: %s of %d bytes" % (what, kind, size))
+    p = mrtest.run([memray, "run", "--compress-on-exit", "--no-compress", "-o",
+                    os.path.join(work, "both.bin"), "--", program])
+    c.equal(p.returncode, 2, "run --compress-on-exit --no-compress is refused")
+    c.check(not os.path.exists(os.path.join(work, "both.bin")), "refused: no capture")
+    c.finish()
+
+
+if __name__ == "__main__":
+    main()
