@@ -27,13 +27,12 @@ struct AggregateLocationView {
 // Starts empty tables for a new session (keeps the mappings of an earlier one). False when the
 // first mapping fails.
 bool aggregate_start() noexcept;
-// One merged event, in time order. `thread` is the writer's thread index.
-void aggregate_event(uint32_t thread, format::Allocator kind, uint64_t address, uint64_t size,
-                     uint32_t node, uint64_t time_us) noexcept;
-// Starts fetching the live-table slot of `address`: the writer calls it a few events ahead, which
-// hides the cache miss of a live set larger than the caches (the writer must keep up with every
+// One merged event, in time order. `thread` is the writer's thread index. `ahead`, unless 0, is
+// the address of an event a few places later: its live-table slot is fetched now, which hides
+// the cache miss of a live set larger than the caches (the writer must keep up with every
 // producer thread, or they wait for room in their rings).
-void aggregate_prefetch(uint64_t address) noexcept;
+void aggregate_event(uint32_t thread, format::Allocator kind, uint64_t address, uint64_t size,
+                     uint32_t node, uint64_t time_us, uint64_t ahead = 0) noexcept;
 // False once a table could not grow: the numbers are incomplete from then on.
 bool aggregate_ok() noexcept;
 // The tracked heap now (for the heap samples).

@@ -367,7 +367,9 @@ void emit_metadata() noexcept {
     if (view.len) metadata_consume(view.len);
 }
 
-void emit_event(ThreadState* s, const RawEvent& e) noexcept {
+// `ahead`: the address of an event a few places later, whose live-table slot --aggregate starts
+// fetching now (0: none).
+void emit_event(ThreadState* s, const RawEvent& e, uint64_t ahead) noexcept {
     Allocator kind = Allocator(e.kind);
     // Causally related events are in order (see cycle()); unrelated ones may come a little late
     // (a thread preempted between stamping and publishing) and are given the latest time so far,
@@ -379,7 +381,7 @@ void emit_event(ThreadState* s, const RawEvent& e) noexcept {
     if (is_deallocator(kind)) ++g_session.deallocations;
     else ++g_session.allocations;
     if (g_session.aggregated) {
-        aggregate_event(index, kind, e.address, e.size, e.node, t);
+        aggregate_event(index, kind, e.address, e.size, e.node, t, ahead);
         return;
     }
     emit([&] {
@@ -488,16 +490,24 @@ size_t cycle(bool final) noexcept {
         }
         size_t heap_n = n;
         for (size_t i = heap_n / 2; i-- > 0;) heap_down(heap_n, i);
-        while (heap_n) {
+        auto ahead = [](const Cursor& c) -> uint64_t {
+            if (!g_session.aggregated || c.pos + k_prefetch_ahead >= c.end) return 0;
+            return c.state->ring[(c.pos + k_prefetch_ahead) & k_ring_mask].address;
+        };
+        while (heap_n > 1) {
             Cursor& c = g_buffers.cursors[g_buffers.heap[0]];
-            if (g_session.aggregated && c.pos + k_prefetch_ahead < c.end)
-                aggregate_prefetch(c.state->ring[(c.pos + k_prefetch_ahead) & k_ring_mask].address);
-            emit_event(c.state, c.state->ring[c.pos & k_ring_mask]);
+            emit_event(c.state, c.state->ring[c.pos & k_ring_mask], ahead(c));
             if (++c.pos == c.end) {
                 release_ring(c);
                 g_buffers.heap[0] = g_buffers.heap[--heap_n];
             }
             heap_down(heap_n, 0);
+        }
+        if (heap_n == 1) {  // one ring left (often the only one): no merging
+            Cursor& c = g_buffers.cursors[g_buffers.heap[0]];
+            for (; c.pos != c.end; ++c.pos)
+                emit_event(c.state, c.state->ring[c.pos & k_ring_mask], ahead(c));
+            release_ring(c);
         }
     }
 
