@@ -1,0 +1,194 @@
+#!/usr/bin/python3
+"""Benchmark: the recording hot path (issue 13). One table, one run: every workload under plain,
+`memray run` in each mode (default, --native, --trace-python-allocators), heaptrack and Bloomberg's
+memray where installed, interleaved and rotated per repetition, wall and CPU medians, ratios to
+the plain run, and bytes per event of each capture.
+
+usage: /usr/bin/python3 bench/bench_hotpath.py [--build DIR] [--reps N] [--python PATH]
+                                               [--only python,python-malloc,native,native-2t]
+                                               [--bloomberg PYTHON]
+environment:
+  MEMRAY_BENCH_SCALE   multiplies workload sizes (default 1; e.g. 0.2 for a quick run)
+
+Workloads: py_alloc.py (pymalloc), the same with PYTHONMALLOC=malloc (every object reaches
+malloc), native_churn (10 M mallocs at scale 1) and native_churn with two threads of mixed sizes.
+--bloomberg names a Python interpreter where Bloomberg's memray is installed (`-m memray`); by
+default --python is probed. A tool that is missing is skipped and the table says so.
+CPU is user + system of the process tree (rusage of the waited-for child): read it first on a
+busy machine.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # importing the other benches must not leave files in the checkout
+from bench import count_events  # noqa: E402
+from bench_native import remove_heaptrack_files, timed  # noqa: E402
+
+ROOT = os.path.dirname(HERE)
+
+
+def probe_bloomberg(python):
+    """Version of Bloomberg's memray importable by `python`, or None. PYTHONPATH is cleared so
+    that our own package (which a test environment may put there) is not what answers."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    try:
+        p = subprocess.run([python, "-c", "import memray, memray._memray; print(memray.__version__)"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    out = p.stdout.decode().strip()
+    return out if p.returncode == 0 and out else None
+
+
+class Tools:
+    def __init__(self, args):
+        self.memray = args.memray
+        self.heaptrack = shutil.which("heaptrack")
+        self.bloomberg = args.bloomberg
+        self.bloomberg_version = probe_bloomberg(args.bloomberg) if args.bloomberg else None
+
+
+def modes_for(tools, python_workload):
+    modes = ["plain", "ours", "ours --native"]
+    if python_workload:
+        modes.append("ours --trace-python-allocators")
+        if tools.bloomberg_version:
+            modes += ["memray", "memray --native", "memray --trace-python-allocators"]
+    if tools.heaptrack:
+        modes.append("heaptrack")
+    return modes
+
+
+def command(tools, mode, cmd, capture):
+    if mode == "plain":
+        return cmd
+    if mode == "heaptrack":
+        return [tools.heaptrack, "-o", capture, *cmd]
+    tool, *flags = mode.split()
+    if tool == "memray":  # Bloomberg's: python -m memray run ... script args
+        return [tools.bloomberg, "-m", "memray", "run", "-f", "-q", "-o", capture, *flags,
+                *cmd[1:]]
+    run = [tools.memray, "run", "-f", "-q", "-o", capture, *flags]
+    if os.path.basename(cmd[0]).startswith("python"):
+        return [*run, "--python", cmd[0], *cmd[1:]]
+    return [*run, "--", *cmd]
+
+
+def capture_file(mode, capture):
+    if mode != "heaptrack":
+        return capture if os.path.exists(capture) else None
+    for ext in (".zst", ".gz", ""):
+        if os.path.exists(capture + ext):
+            return capture + ext
+    return None
+
+
+def bench_workload(args, tools, name, cmd, env, python_workload):
+    modes = modes_for(tools, python_workload)
+    samples = {m: [] for m in modes}
+    captures = {m: os.path.join(args.work, "%s-%d.bin" % (name, i)) for i, m in enumerate(modes)}
+    for rep in range(args.reps):
+        k = rep % len(modes)
+        for mode in modes[k:] + modes[:k]:
+            if mode == "heaptrack":
+                remove_heaptrack_files(captures[mode])
+            samples[mode].append(timed(command(tools, mode, cmd, captures[mode]), env=env))
+    rows = []
+    plain_wall = statistics.median(w for w, _ in samples["plain"])
+    plain_cpu = statistics.median(c for _, c in samples["plain"])
+    workload_events = None
+    for mode in modes:
+        wall = statistics.median(w for w, _ in samples[mode])
+        cpu = statistics.median(c for _, c in samples[mode])
+        row = {"workload": name, "mode": mode, "wall": wall, "cpu": cpu,
+               "wall_x": wall / plain_wall, "cpu_x": cpu / plain_cpu}
+        f = capture_file(mode, captures[mode])
+        if f:
+            row["bytes"] = os.path.getsize(f)
+            if mode.startswith("ours"):
+                row["events"] = count_events(tools.memray, f)
+                if mode == "ours":
+                    workload_events = row["events"]
+        rows.append(row)
+    # Other tools' captures are divided by the events our default mode saw in the same workload
+    # (both record each malloc-level call; --trace-python-allocators ones have their own count).
+    for row in rows:
+        if "bytes" in row and "events" not in row and row["mode"] in ("heaptrack", "memray",
+                                                                        "memray --native"):
+            row["events"] = workload_events
+    for m in modes:
+        if m == "heaptrack":
+            remove_heaptrack_files(captures[m])
+        elif os.path.exists(captures[m]):
+            os.unlink(captures[m])
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--python", default="/usr/bin/python3")
+    ap.add_argument("--only", default="python,python-malloc,native,native-2t")
+    ap.add_argument("--bloomberg", default=None,
+                    help="Python interpreter with Bloomberg's memray installed (default: --python)")
+    args = ap.parse_args()
+    args.reps = max(args.reps, 3)
+    if args.bloomberg is None:
+        args.bloomberg = args.python
+    args.memray = os.path.join(args.build, "src", "cli", "memray")
+    churn = os.path.join(args.build, "test", "integration", "native_churn")
+    for exe in (args.memray, churn):
+        if not os.access(exe, os.X_OK):
+            raise SystemExit("missing %s: build first (ninja -C %s)" % (exe, args.build))
+    tools = Tools(args)
+    scale = float(os.environ.get("MEMRAY_BENCH_SCALE", "1"))
+    n_native = max(1, int(10_000_000 * scale))
+    py_alloc = [args.python, os.path.join(HERE, "workloads", "py_alloc.py"), str(scale)]
+    only = set(args.only.split(","))
+    args.work = tempfile.mkdtemp(prefix="memray-bench-hotpath-")
+    rows = []
+    try:
+        if "python" in only:
+            rows += bench_workload(args, tools, "python", py_alloc, None, True)
+        if "python-malloc" in only:
+            rows += bench_workload(args, tools, "python-malloc", py_alloc,
+                                   {"PYTHONMALLOC": "malloc"}, True)
+        if "native" in only:
+            rows += bench_workload(args, tools, "native-%gM" % (n_native / 1e6),
+                                   [churn, str(n_native)], None, False)
+        if "native-2t" in only:
+            rows += bench_workload(args, tools, "native-2t-mixed", [churn, str(n_native // 2), "2"],
+                                   None, False)
+    finally:
+        shutil.rmtree(args.work, ignore_errors=True)
+
+    print()
+    print("memray hot path (median of %d interleaved runs, scale %g)" % (args.reps, scale))
+    print("%-16s %-32s %8s %8s %8s %8s %11s %8s" % ("workload", "mode", "wall s", "CPU s",
+                                                  "wall x", "CPU x", "events", "B/event"))
+    for r in rows:
+        ev = r.get("events")
+        bpe = "%8.2f" % (r["bytes"] / ev) if ev and "bytes" in r else "%8s" % "-"
+        print("%-16s %-32s %8.3f %8.3f %7.2fx %7.2fx %11s %s" % (
+            r["workload"], r["mode"], r["wall"], r["cpu"], r["wall_x"], r["cpu_x"],
+            ev if ev is not None else "-", bpe))
+    if not tools.heaptrack:
+        print("heaptrack not installed: no comparison with it")
+    if not tools.bloomberg_version:
+        print("Bloomberg's memray not importable by %s: no comparison with it" % args.bloomberg)
+    else:
+        print("Bloomberg's memray %s (%s)" % (tools.bloomberg_version, args.bloomberg))
+
+
+if __name__ == "__main__":
+    main()
