@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "payload/api.hpp"
+#include "payload/fast_unwind.hpp"
 #include "payload/got_patch.hpp"
 #include "payload/hook_list.hpp"
 #include "payload/log.hpp"
@@ -232,6 +233,7 @@ int hook_dlclose(void* handle) noexcept {
     int ret = real_dlclose()(handle);
     ErrnoKeeper keep;
     if (__atomic_load_n(&g_hooks.installed, __ATOMIC_ACQUIRE)) got::forget_unloaded();
+    fast_unwind_objects_changed();  // the unwind rules of unmapped code must not be used again
     if (tracking_enabled()) notify_objects_changed();
     return ret;
 }

@@ -1,4 +1,5 @@
 #include "payload/native_stack.hpp"
+#include "payload/fast_unwind.hpp"
 #include "payload/thread_state.hpp"
 
 #define UNW_LOCAL_ONLY
@@ -37,6 +38,7 @@ int find_self(dl_phdr_info* info, size_t, void* data) noexcept {
 void native_stack_init() noexcept {
     // Per-thread caches: no lock shared between threads while unwinding.
     unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+    fast_unwind_init();
     if (!g_self_hi) {
         dl_iterate_phdr(find_self, reinterpret_cast<void*>(&native_stack_init));
     }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <ctime>
 
+#include "payload/fast_unwind.hpp"
 #include "payload/lock.hpp"
 #include "payload/python_stack.hpp"
 #include "payload/stack_intern.hpp"
@@ -122,6 +123,9 @@ struct alignas(64) ThreadState {
     PrefixCache cache;
     PyFrameRef py_frames[k_max_python_frames];
     uintptr_t native_frames[k_max_native_frames + k_native_self_room];
+    uintptr_t check_frames[k_max_native_frames + k_native_self_room];  // MEMRAY_STACK_CHECK
+    UnwindRuleCache rule_cache;  // fast_unwind.hpp
+    UnwindHistory unwind_history;
     StackFrame frames[k_max_python_frames + k_max_native_frames];
 
     alignas(64) RawEvent ring[k_ring_capacity];

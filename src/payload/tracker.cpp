@@ -22,6 +22,7 @@
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
 
+#include "payload/fast_unwind.hpp"
 #include "payload/lock.hpp"
 #include "payload/log.hpp"
 #include "payload/native_stack.hpp"
@@ -229,6 +230,32 @@ inline void leave(ThreadState* s) noexcept {
     t_in_tracker = false;
 }
 
+// MEMRAY_STACK_CHECK: libunwind's frames for the same event, compared with the walk's (the
+// payload's own frames dropped from both: the two start at different places in this function).
+__attribute__((noinline, cold)) void check_walk(ThreadState* s, int got) noexcept {
+    void** buf = reinterpret_cast<void**>(s->check_frames);
+    int want = unw_backtrace(buf, int(k_max_native_frames + k_native_self_room));
+    size_t nw = native_drop_self(buf, want, s->check_frames, k_max_native_frames);
+    if (got < 0) {
+        fast_unwind_count_check(false, true);
+        return;
+    }
+    uintptr_t mine[k_max_native_frames];
+    size_t nm = native_drop_self(reinterpret_cast<void* const*>(s->native_frames), got, mine,
+                                 k_max_native_frames);
+    bool same = nm == nw;
+    for (size_t i = 0; same && i < nm; ++i) same = mine[i] == s->check_frames[i];
+    if (!same) {
+        size_t i = 0;
+        while (i < nm && i < nw && mine[i] == s->check_frames[i]) ++i;
+        log(LogLevel::Warning, "stack check: walk %zu frames, libunwind %zu, first difference at "
+                             "%zu: %#lx against %#lx",
+            nm, nw, i, i < nm ? (unsigned long)mine[i] : 0ul,
+            i < nw ? (unsigned long)s->check_frames[i] : 0ul);
+    }
+    fast_unwind_count_check(same, false);
+}
+
 // Inlined into record_allocation so that unw_backtrace's first frame is the hook's callee.
 __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noexcept {
     // Native frames first (outermost at the root), then the Python frames: the native part of a
@@ -239,7 +266,20 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
     if (g_tracker.native) {
         // In place: native_frames has room for the payload's own frames, which are dropped.
         void** buf = reinterpret_cast<void**>(s->native_frames);
-        int got = unw_backtrace(buf, int(k_max_native_frames + k_native_self_room));
+        constexpr int k_room = int(k_max_native_frames + k_native_self_room);
+        int got = -1;
+#if defined(__x86_64__)
+        if (fast_unwind_enabled()) {
+            // This frame's own registers: the walk starts here, with this function's unwind rule.
+            uintptr_t ip, sp, bp;
+            asm volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2"
+                         : "=r"(ip), "=r"(sp), "=r"(bp));
+            got = fast_unwind_walk(ip, sp, bp, s->native_frames, k_room, s->rule_cache,
+                                   s->unwind_history);
+            if (__builtin_expect(fast_unwind_checking(), 0)) check_walk(s, got);
+        }
+#endif
+        if (got < 0) got = unw_backtrace(buf, k_room);
         size_t nn = native_drop_self(buf, got, s->native_frames, k_max_native_frames);
         for (size_t i = nn; i-- > 0;) {
             StackFrame& f = s->frames[n++];

@@ -17,6 +17,7 @@
 #include "format/block.hpp"
 #include "format/encoder.hpp"
 #include "payload/aggregate_writer.hpp"
+#include "payload/fast_unwind.hpp"
 #include "payload/hooks.hpp"
 #include "payload/lock.hpp"
 #include "payload/log.hpp"
@@ -643,6 +644,7 @@ int writer_start(const WriterOptions& options, char* err, size_t err_len) noexce
 }
 
 void writer_finish() noexcept {
+    fast_unwind_report();
     if (!g_session.running.load()) return;
     g_session.finish.store(true, std::memory_order_release);
     writer_wake();

@@ -1,6 +1,7 @@
 // Test-only definitions of the tracker interface (tracker.hpp, log.hpp): the real tracker is not
 // linked into the GOT-patching tests, which only need to see which events the hooks report.
 #include "test_tracker.hpp"
+#include "payload/fast_unwind.hpp"
 #include "payload/hooks.hpp"
 #include "payload/log.hpp"
 
@@ -46,6 +47,7 @@ void record_thread_name(long tid, const char* name) noexcept {
     strncpy(g_names[i].name, name, sizeof(g_names[i].name) - 1);
 }
 void notify_objects_changed() noexcept { g_notifications.fetch_add(1); }
+void fast_unwind_objects_changed() noexcept {}  // fast_unwind.hpp: no walker here
 
 void set_log_level(LogLevel) noexcept {}
 void log(LogLevel level, const char* fmt, ...) noexcept {

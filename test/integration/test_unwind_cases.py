@@ -1,0 +1,65 @@
+"""The native stack walker against libunwind on every allocation of a program that allocates from
+every awkward kind of stack (targets/unwind_cases.cpp): recursion, rbp-addressed frames, C++
+exceptions, longjmp, a signal handler on an alternate stack, a ucontext coroutine, threads, a
+library loaded and unloaded twenty times. With MEMRAY_STACK_CHECK=abort any stack that differs
+aborts the program; the payload's report line says how many were compared and how many the walker
+left to libunwind (the signal handler's: a signal frame is not a simple rule).
+Then the same run with MEMRAY_FAST_UNWIND=0 must give the same report.
+
+usage: test_unwind_cases.py MEMRAY UNWIND_CASES LIBRARY
+"""
+
+import os
+import re
+import sys
+
+import mrtest
+
+ROUNDS = 3
+
+
+def main():
+    memray, program, library = sys.argv[1:4]
+    work = mrtest.scratch_dir("unwind")
+    c = mrtest.Checker("unwind-cases")
+    plain = mrtest.run([program, library, str(ROUNDS)])
+    if plain.returncode != 0:
+        print("target fails on its own; cannot test it")
+        sys.exit(1)
+
+    fast = os.path.join(work, "fast.bin")
+    p = mrtest.memray_run(memray, fast, [program, library, str(ROUNDS)],
+                          env={"MEMRAY_STACK_CHECK": "abort", "MEMRAY_LOG_LEVEL": "1"})
+    c.equal(p.returncode, 0, "memray run exit code (a stack that differs aborts the target)")
+    done = [line for line in p.stdout.splitlines() if line.startswith("done ")]
+    c.equal(done, [line for line in plain.stdout.splitlines() if line.startswith("done ")],
+            "the target did all its work")
+    m = re.search(r"stack check: (\d+) native stacks compared with libunwind, (\d+) differed, "
+                  r"(\d+) left to libunwind", p.stderr)
+    if not c.check(m is not None, "the payload reported its stack check"):
+        c.finish()
+    compared, differed, left = (int(x) for x in m.groups())
+    c.equal(differed, 0, "stacks that differ from libunwind")
+    c.check(compared > 5000, "stacks compared: %d" % compared)
+    # The signal handler's allocations (20 a round) cannot be walked without libunwind (a signal
+    # frame), nor the coroutine's (its outermost frame's caller is on another stack); nearly
+    # everything else must be.
+    c.check(left >= 20 * ROUNDS, "the walker left the signal frames to libunwind (%d)" % left)
+    c.check(left < compared // 20, "the walker did the rest itself (%d of %d left)" % (left, compared))
+
+    slow = os.path.join(work, "slow.bin")
+    p = mrtest.memray_run(memray, slow, [program, library, str(ROUNDS)],
+                          env={"MEMRAY_FAST_UNWIND": "0"})
+    c.equal(p.returncode, 0, "memray run with libunwind only")
+    reports = []
+    for capture in (fast, slow):
+        r = mrtest.run([memray, "summary", "--no-symbolize", capture])
+        c.equal(r.returncode, 0, "summary of %s" % os.path.basename(capture))
+        reports.append(r.stdout)
+    c.check(reports[0] == reports[1] and reports[0].strip(),
+            "the summaries with the walker and with libunwind alone are identical")
+    c.finish()
+
+
+if __name__ == "__main__":
+    main()
