@@ -12,7 +12,6 @@ namespace memray::payload {
 namespace {
 
 using format::Allocator;
-using format::is_deallocator;
 
 // Open addressing with linear probing; key 0 marks an empty slot.
 struct LiveSlot {
@@ -69,10 +68,6 @@ struct AggregateState {
     // case) skips the index probe.
     uint64_t last_key = 0;
     uint32_t last_location = 0;
-    // A freed block's slot, not yet erased: a free is very often followed at once by an
-    // allocation that gets the same address back (same-size churn, glibc's tcache), which then
-    // takes the slot over instead of an erase and an insert. Erased before any other event.
-    LiveSlot* freed = nullptr;
     bool ok = true;
 };
 constinit AggregateState g_agg;
@@ -353,20 +348,16 @@ void aggregate_event(uint32_t thread, Allocator kind, uint64_t address, uint64_t
     if (ahead && g_agg.live_capacity >= k_prefetch_min_slots)
         __builtin_prefetch(&g_agg.live[slot_of(ahead + 1, g_agg.live_capacity)]);
     g_agg.last_time_us = time_us;
-    LiveSlot* reuse = nullptr;  // the freed block's slot, taken over by this allocation
-    if (LiveSlot* f = g_agg.freed) {
-        g_agg.freed = nullptr;
-        if (f->key == address + 1 && kind != Allocator::Mmap && !is_deallocator(kind)) reuse = f;
-        else erase_live(f);
-    }
     switch (kind) {
         case Allocator::Free:
         case Allocator::PymallocFree: {
             ++g_agg.deallocations;
             LiveSlot* s = find_live(address + 1);
             if (s->key != 0) {
-                release(s->location, s->size, 1);
-                g_agg.freed = s;  // erased by the next event unless it reuses the address
+                uint64_t bytes = s->size;
+                uint32_t id = s->location;
+                erase_live(s);
+                release(id, bytes, 1);
             }
             update_peak(time_us);
             return;
@@ -381,16 +372,6 @@ void aggregate_event(uint32_t thread, Allocator kind, uint64_t address, uint64_t
     ++g_agg.allocations;
     g_agg.total_bytes += size;
     uint32_t id = location_of(node, thread, kind);
-    if (reuse) {
-        if (id != UINT32_MAX) {
-            *reuse = LiveSlot{address + 1, size, id};
-            acquire(id, size);
-        } else {
-            erase_live(reuse);
-        }
-        update_peak(time_us);
-        return;
-    }
     if (kind == Allocator::Mmap) {
         on_mmap(id, address, size);
         update_peak(time_us);
