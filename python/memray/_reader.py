@@ -234,7 +234,7 @@ class FileReader:
             yield MemorySnapshot(*snapshot)
 
 
-class _LiveRecord:
+class _LiveRecord(_StackMethods):
     """What is alive now at one location of a live session (SocketReader.get_current_snapshot):
     `n_allocations` allocations of `size` bytes in total. Live sessions fold every allocator
     into one count, reported as MALLOC; `thread_name` is the thread's name, as for the records
@@ -256,20 +256,11 @@ class _LiveRecord:
             self.allocator = allocator
         self._name = name
 
-    def _trace(self, kind, max_stacks):
+    def _trace(self, kind, max_stacks):  # the stacks came with the record: no capture to ask
         frames = self._stacks[kind]
         if max_stacks is None:
             return list(frames)
         return list(frames[:max(max_stacks, 0)])
-
-    def stack_trace(self, max_stacks=None):
-        return self._trace(_PYTHON, max_stacks)
-
-    def native_stack_trace(self, max_stacks=None):
-        return self._trace(_NATIVE, max_stacks)
-
-    def hybrid_stack_trace(self, max_stacks=None):
-        return self._trace(_HYBRID, max_stacks)
 
     @property
     def thread_name(self):
