@@ -29,7 +29,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # importing the other benches must not leave files in the checkout
-from bench import count_events  # noqa: E402
+from bench import count_events, heaptrack_file  # noqa: E402
 from bench_native import remove_heaptrack_files, timed  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
@@ -84,12 +84,9 @@ def command(tools, mode, cmd, capture):
 
 
 def capture_file(mode, capture):
-    if mode != "heaptrack":
-        return capture if os.path.exists(capture) else None
-    for ext in (".zst", ".gz", ""):
-        if os.path.exists(capture + ext):
-            return capture + ext
-    return None
+    if mode == "heaptrack":
+        return heaptrack_file(capture)
+    return capture if os.path.exists(capture) else None
 
 
 def bench_workload(args, tools, name, cmd, env, python_workload):
