@@ -54,6 +54,8 @@ struct TrackerState {
     std::atomic<uint32_t> session{0};
     bool python = false;  // walk Python frames
     bool native = false;  // walk native frames
+    bool fast_unwind = false;   // with our walker (fast_unwind.hpp), else libunwind alone
+    bool check_stacks = false;  // MEMRAY_STACK_CHECK: compare the walker with libunwind
     std::atomic<ThreadState*> threads{nullptr};
     std::atomic<bool> objects_changed{false};
     // 1 while a fork is being prepared (tracker_fork_gate_close): recording threads wait in
@@ -269,14 +271,14 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         constexpr int k_room = int(k_max_native_frames + k_native_self_room);
         int got = -1;
 #if defined(__x86_64__)
-        if (fast_unwind_enabled()) {
+        if (g_tracker.fast_unwind) {
             // This frame's own registers: the walk starts here, with this function's unwind rule.
             uintptr_t ip, sp, bp;
             asm volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2"
                          : "=r"(ip), "=r"(sp), "=r"(bp));
             got = fast_unwind_walk(ip, sp, bp, s->native_frames, k_room, s->rule_cache,
                                    s->unwind_history);
-            if (__builtin_expect(fast_unwind_checking(), 0)) check_walk(s, got);
+            if (__builtin_expect(g_tracker.check_stacks, 0)) check_walk(s, got);
         }
 #endif
         if (got < 0) got = unw_backtrace(buf, k_room);
@@ -394,6 +396,9 @@ void tracker_begin_session(bool python, bool native) noexcept {
     intern_reset();
     g_tracker.python = python;
     g_tracker.native = native;
+    // Read once here rather than per event (native_stack_init() has read the environment).
+    g_tracker.fast_unwind = fast_unwind_enabled();
+    g_tracker.check_stacks = fast_unwind_checking();
     g_tracker.session.fetch_add(1, std::memory_order_release);
 }
 
