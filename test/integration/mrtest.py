@@ -282,20 +282,25 @@ class Capture:
                 frames.append((c["function"], c["file"], line))
         return frames
 
-    def native_objects(self, node_id):
-        """Paths of the objects holding each native frame of the stack, innermost first."""
+    def native_frames(self, node_id):
+        """(object path, address - load bias) of each native frame of the stack, innermost
+        first; (None, address) where no object of the file maps it."""
         out = []
         for _, n in self._chain(node_id):
             if n is not None and n["kind"].lower().startswith("nat"):
                 ip = n["ip"] - 1  # a return address points just past its call
-                path = None
+                frame = (None, n["ip"])
                 for o in self.objects:
                     if any(o["load_bias"] + v <= ip < o["load_bias"] + v + m
                            for v, m in o["segments"]):
-                        path = o["path"]
+                        frame = (o["path"], n["ip"] - o["load_bias"])
                         break
-                out.append(path)
+                out.append(frame)
         return out
+
+    def native_objects(self, node_id):
+        """Paths of the objects holding each native frame of the stack, innermost first."""
+        return [path for path, _ in self.native_frames(node_id)]
 
     def native_depth(self, node_id):
         return sum(1 for _, n in self._chain(node_id)

@@ -73,22 +73,16 @@ def stack_multiset(cap, library):
     """Counter of (allocator, size, ((object, offset), ...) innermost first) over allocations.
     Frames in the dlopen'ed library count as one (library, 0): a capture may lack its mappings
     when it was loaded and unloaded between two of the writer's passes."""
-    def where(ip):
-        for o in reversed(cap.objects):  # the latest generation that maps it
-            if any(o["load_bias"] + v <= ip - 1 < o["load_bias"] + v + m for v, m in o["segments"]):
-                name = os.path.basename(o["path"])
-                return (name, ip - o["load_bias"]) if name != library else (library, 0)
-        return (library, 0)
+    def key(path, offset):
+        name = os.path.basename(path) if path else library
+        return (name, offset) if name != library else (library, 0)
 
     counts = collections.Counter()
     for e in cap.events:
-        if not e["node"]:
-            continue
-        frames = tuple(where(n["ip"]) for _, n in cap._chain(e["node"])
-                       if n is not None and n["kind"].lower().startswith("nat"))
-        counts[(e["kind"], e["size"], frames)] += 1
+        if e["node"]:
+            frames = tuple(key(p, off) for p, off in cap.native_frames(e["node"]))
+            counts[(e["kind"], e["size"], frames)] += 1
     return counts
-
 
 if __name__ == "__main__":
     main()
