@@ -540,7 +540,7 @@ bool history_holds(const UnwindHistory& h, uint32_t d) noexcept {
         uintptr_t cfa = h.sp[k - 1];
         if (*reinterpret_cast<const uintptr_t*>(cfa - 8) != h.ip[k - 1]) return false;
         Rule r = unpack(h.rule[k]);
-        if (r.rbp_saved &&
+        if (r.rbp_saved && h.needs_bp[k - 1] &&
             *reinterpret_cast<const uintptr_t*>(cfa + intptr_t(r.rbp_off)) != h.bp[k - 1])
             return false;
     }
@@ -557,6 +557,12 @@ void store_history(UnwindHistory& h, const uintptr_t* out, int n, uint32_t keep,
         h.sp[d] = h.new_sp[t];
         h.bp[d] = h.new_bp[t];
         h.rule[d] = h.new_rule[t];
+    }
+    // Outermost first: a frame reads its rbp when its CFA comes from rbp, or when it passes rbp
+    // on unchanged to a caller frame that reads it.
+    for (uint32_t d = keep; d < keep + uint32_t(n); ++d) {
+        Rule r = unpack(h.rule[d]);
+        h.needs_bp[d] = r.kind == k_cfa_rbp || (!r.rbp_saved && d > 0 && h.needs_bp[d - 1]);
     }
     h.count = keep + uint32_t(n);
     if (set_end) h.end_slot = end_slot;
@@ -579,7 +585,7 @@ int fast_unwind_walk(uintptr_t ip, uintptr_t sp, uintptr_t bp, uintptr_t* out, i
             while (d >= 0 && h.sp[d] < sp) --d;
             if (d < 0) {
                 try_history = false;
-            } else if (h.sp[d] == sp && h.ip[d] == ip && h.bp[d] == bp) {
+            } else if (h.sp[d] == sp && h.ip[d] == ip && (h.bp[d] == bp || !h.needs_bp[d])) {
                 try_history = false;  // one attempt: a failed one would only repeat
                 if (n + d + 1 <= max && history_holds(h, uint32_t(d))) {
                     for (int64_t k = d; k >= 0; --k) out[n++] = h.ip[k];

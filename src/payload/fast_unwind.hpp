@@ -37,7 +37,10 @@ struct UnwindRuleCache {
 // rule. A walk that reaches a frame with the same registers as one of these re-reads only the
 // memory the rest of the previous walk read (return-address and rbp slots) and, when every value
 // is unchanged, takes the outer frames from here: the walk is a function of the registers and
-// those values, so the result is the same, without a rule lookup per frame.
+// those values, so the result is the same, without a rule lookup per frame. A frame's rbp only
+// has to match when the rest of the walk reads it (`needs_bp`): in code built without frame
+// pointers rbp is an ordinary register (a loop counter, say) that differs on every call, and the
+// walk only uses it once a frame's rule takes the CFA from rbp before one restores it.
 struct UnwindHistory {
     static constexpr size_t k_max = 160;
     uint64_t generation = 0;  // of the rules used; 0 = no history
@@ -47,6 +50,7 @@ struct UnwindHistory {
     uintptr_t sp[k_max];
     uintptr_t bp[k_max];
     uint64_t rule[k_max];
+    bool needs_bp[k_max];  // the walk outward from this frame reads the frame's incoming rbp
     // This walk's frames, innermost first, until it is stored.
     uintptr_t new_sp[k_max];
     uintptr_t new_bp[k_max];
