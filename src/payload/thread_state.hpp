@@ -51,6 +51,16 @@ inline uint64_t now_ticks() noexcept {
     return now_ns();
 }
 
+// CLOCK_MONOTONIC_COARSE: the time of the kernel's last tick (4 ms apart here), ~4 ns to read
+// against ~30 ns for now_ns(). Never later than a now_ns() read after it (both count from the
+// same base, the coarse one without the time since the tick), which is what makes it a valid
+// stamp while a single thread records (tracker.cpp, event_stamp()).
+inline uint64_t coarse_ns() noexcept {
+    timespec t;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+    return uint64_t(t.tv_sec) * 1000000000u + uint64_t(t.tv_nsec);
+}
+
 // --- native frames (native_stack.cpp). The tracker calls unw_backtrace itself, from the
 // function the hook called, so the walk starts one frame closer to the hook (each frame costs
 // ~10 ns in libunwind's fast path) than through a helper function would.
@@ -102,6 +112,7 @@ struct alignas(64) ThreadState {
     uint64_t cached_tail = 0;
     std::atomic<uint32_t> busy{0};  // inside a record call; stop waits for 0
     uint32_t session = 0;           // session the prefix cache belongs to
+    uint32_t clock_session = 0;     // session in which this thread checked in (event_stamp)
 
     // --- written by the writer (consumer)
     alignas(64) std::atomic<uint64_t> tail{0};
@@ -135,8 +146,9 @@ struct alignas(64) ThreadState {
 
 // One-time setup (pthread key, membarrier registration, intern tables). Returns false on failure.
 bool tracker_init() noexcept;
-// Tests: chooses the event clock (the TSC only where usable). Only while no capture runs.
-void tracker_set_event_clock(bool tsc) noexcept;
+// Tests: chooses the event clock (the TSC only where usable) and whether a lone recording
+// thread may stamp with coarse_ns() (never with the TSC). Only while no capture runs.
+void tracker_set_event_clock(bool tsc, bool solo_coarse = false) noexcept;
 // Prepares a new capture: forgets every node and code id, starts a new session number.
 // `python`: walk Python frames; `native`: walk native frames.
 void tracker_begin_session(bool python, bool native) noexcept;

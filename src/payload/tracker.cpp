@@ -66,6 +66,12 @@ struct TrackerState {
     bool initialized = false;
     Barrier barrier = Barrier::HotPathFence;
     bool hot_fence = true;  // barrier == HotPathFence, read on every event
+    // The event clock while one thread records (event_stamp()). solo_coarse: allowed at all
+    // (not with the TSC or MEMRAY_EVENT_CLOCK set); `precise` is set for the rest of the
+    // session by the second thread that records; `sole` is the first one.
+    bool solo_coarse = false;
+    std::atomic<bool> precise{true};
+    std::atomic<ThreadState*> sole{nullptr};
 };
 constinit TrackerState g_tracker;
 
@@ -140,6 +146,7 @@ ThreadState* register_thread() noexcept {
                                                   std::memory_order_relaxed));
     }
     s->tid.store(sys_gettid(), std::memory_order_relaxed);
+    s->clock_session = 0;
     s->cached_tail = s->tail.load(std::memory_order_acquire);
     s->cache.session = 0;
     s->cache.len = 0;
@@ -171,6 +178,39 @@ void wait_for_room(ThreadState* s, uint64_t head) noexcept {
     }
 }
 
+// A thread's first event of a session: the first thread to get here is the sole recorder;
+// any other one makes every later stamp precise. Returns whether `s` may stamp coarsely.
+__attribute__((noinline)) bool check_in(ThreadState* s) noexcept {
+    s->clock_session = g_tracker.session.load(std::memory_order_relaxed);
+    ThreadState* expected = nullptr;
+    if (g_tracker.sole.compare_exchange_strong(expected, s, std::memory_order_seq_cst) ||
+        expected == s)
+        return !g_tracker.precise.load(std::memory_order_seq_cst);
+    g_tracker.precise.store(true, std::memory_order_seq_cst);
+    return false;
+}
+
+// The event's stamp. The writer merges the threads' rings by stamp (writer.cpp, cycle()), and
+// what has to come out in order are events that are causally related: a free recorded before
+// the real free, and the malloc on another thread that got the address back. Their stamps must
+// hold stamp(free) <= real time of the free < stamp(malloc). A stamp read before the event's
+// real call (a free) may be any lower bound of the time; one read after it (a malloc) must be a
+// precise one. While a single thread records, nothing of another thread is related to its
+// events, so a lower bound serves for all of them: coarse_ns(), ~4 ns instead of ~30. The second
+// thread to record stores `precise` before it stamps or frees anything; a thread that then gets
+// back an address it freed has loaded what that thread stored after the flag, so (x86 keeps
+// stores in order, and loads in order) its load of the flag, made after the real malloc
+// returned, sees it. Per ring, stamps stay monotonic: coarse_ns() never exceeds a later
+// now_ns(), and once precise, a session stays precise.
+inline uint64_t event_stamp(ThreadState* s) noexcept {
+    if (!g_tracker.precise.load(std::memory_order_acquire)) {
+        if (__builtin_expect(s->clock_session == g_tracker.session.load(std::memory_order_relaxed), 1) ||
+            check_in(s))
+            return coarse_ns();
+    }
+    return now_ticks();
+}
+
 // Waits for room *before* the event is stamped: a thread that stamped and then slept on a full
 // ring would hand the writer an event older than ones it already wrote for other threads.
 inline void push(ThreadState* s, uint64_t address, uint64_t size, uint32_t node,
@@ -181,7 +221,7 @@ inline void push(ThreadState* s, uint64_t address, uint64_t size, uint32_t node,
         if (h - s->cached_tail >= k_ring_capacity) wait_for_room(s, h);
     }
     RawEvent& e = s->ring[h & k_ring_mask];
-    e.time = now_ticks();
+    e.time = event_stamp(s);
     e.address = address;
     e.size = size;
     e.node = node;
@@ -379,18 +419,25 @@ bool tracker_init() noexcept {
     g_tracker.hot_fence = g_tracker.barrier == Barrier::HotPathFence;
     g_clock_tsc = tsc_usable();
     const char* forced = getenv("MEMRAY_EVENT_CLOCK");
+    g_tracker.solo_coarse = !g_clock_tsc && !(forced && *forced);
     if (forced && *forced && std::strcmp(forced, "tsc") != 0 && std::strcmp(forced, "monotonic") != 0)
         log(LogLevel::Warning, "MEMRAY_EVENT_CLOCK=%s ignored: use tsc or monotonic", forced);
     else if (forced && std::strcmp(forced, "tsc") == 0 && !g_clock_tsc)
         log(LogLevel::Warning, "MEMRAY_EVENT_CLOCK=tsc ignored: this CPU has no rdtscp");
-    log(LogLevel::Debug, "event clock: %s", g_clock_tsc ? "tsc" : "monotonic");
+    log(LogLevel::Debug, "event clock: %s", g_clock_tsc ? "tsc"
+                                            : g_tracker.solo_coarse
+                                                ? "monotonic (coarse while one thread records)"
+                                                : "monotonic");
     g_tracker.initialized = true;
     // Threads that recorded before init (none in practice) get their exit key lazily.
     if (t_state) pthread_setspecific(g_tracker.exit_key, t_state);
     return true;
 }
 
-void tracker_set_event_clock(bool tsc) noexcept { g_clock_tsc = tsc && tsc_usable(); }
+void tracker_set_event_clock(bool tsc, bool solo_coarse) noexcept {
+    g_clock_tsc = tsc && tsc_usable();
+    g_tracker.solo_coarse = solo_coarse && !g_clock_tsc;
+}
 
 void tracker_begin_session(bool python, bool native) noexcept {
     intern_reset();
@@ -399,6 +446,8 @@ void tracker_begin_session(bool python, bool native) noexcept {
     // Read once here rather than per event (native_stack_init() has read the environment).
     g_tracker.fast_unwind = fast_unwind_enabled();
     g_tracker.check_stacks = fast_unwind_checking();
+    g_tracker.sole.store(nullptr, std::memory_order_relaxed);
+    g_tracker.precise.store(!g_tracker.solo_coarse, std::memory_order_relaxed);
     g_tracker.session.fetch_add(1, std::memory_order_release);
 }
 

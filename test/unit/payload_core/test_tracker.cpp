@@ -305,10 +305,11 @@ TEST_CASE("native frames come first, then python frames, on one path") {
 }
 
 TEST_CASE("a free and the malloc that reuses its address on another thread stay in order") {
-    // Both event clocks: the TSC (where this machine's kernel trusts it) and clock_gettime.
-    for (bool tsc : {true, false}) {
-        CAPTURE(tsc);
-        payload::tracker_set_event_clock(tsc);
+    // Every event clock: the TSC (where this machine's kernel trusts it), clock_gettime, and
+    // the coarse clock of a lone recording thread (until the second thread's first event).
+    for (int mode : {0, 1, 2}) {
+        CAPTURE(mode);
+        payload::tracker_set_event_clock(mode == 0, mode == 2);
         std::string out = temp_path("order");
         REQUIRE(memray_payload_start(settings_for(out).c_str()) == 0);
         // Two threads pass one address back and forth: each frees it (recorded before the "real"
@@ -345,14 +346,70 @@ TEST_CASE("a free and the malloc that reuses its address on another thread stay 
     payload::tracker_set_event_clock(true);
 }
 
+TEST_CASE("a lone recording thread's coarse stamps stay in order once a second thread joins") {
+    // The coarse clock while one thread records (tracker.cpp, event_stamp()): thread A passes an
+    // address to itself for a while, then B joins and the two pass it back and forth. A's last
+    // coarse-stamped free must come before B's first malloc, and B's free before A's next malloc
+    // although A may not have seen the switch to precise stamps until then. Many sessions, so the
+    // switch falls at many points of A's loop.
+    payload::tracker_set_event_clock(false, true);
+    for (int session = 0; session < 30; ++session) {
+        CAPTURE(session);
+        std::string out = temp_path("solo");
+        REQUIRE(memray_payload_start(settings_for(out).c_str()) == 0);
+        const int k_solo = 500 + 37 * session, k_rounds = k_solo + 2000;
+        std::atomic<int> turn{0};
+        void* const addr = reinterpret_cast<void*>(0x6000);
+        auto play = [&](int r) {
+            while (turn.load(std::memory_order_acquire) != r) {
+            }
+            payload::record_allocation(Allocator::Malloc, addr, 8);
+            payload::record_deallocation(Allocator::Free, addr, 0);
+            turn.store(r + 1, std::memory_order_release);
+        };
+        std::thread a([&] {
+            for (int r = 0; r < k_solo; ++r) play(r);
+            for (int r = k_solo; r < k_rounds; r += 2) play(r);
+        });
+        std::thread b([&] {
+            for (int r = k_solo + 1; r < k_rounds; r += 2) play(r);
+        });
+        a.join();
+        b.join();
+        REQUIRE(memray_payload_stop() == 0);
+        Capture c = read_capture(out);
+        REQUIRE(c.events.size() == size_t(2 * k_rounds));
+        int bad = 0;
+        for (size_t i = 0; i < c.events.size(); ++i) {
+            Allocator want = i % 2 ? Allocator::Free : Allocator::Malloc;
+            if (c.events[i].allocator != want) ++bad;
+            if (i % 2 == 1 && c.events[i].thread != c.events[i - 1].thread) ++bad;
+            size_t round = i / 2;
+            if (i % 2 == 0 && round > size_t(k_solo) &&
+                c.events[i].thread == c.events[i - 2].thread)
+                ++bad;
+        }
+        CHECK(bad == 0);
+        unlink(out.c_str());
+    }
+    payload::tracker_set_event_clock(true);
+}
+
 TEST_CASE("event times follow the real clock with either event clock") {
     using Clock = std::chrono::steady_clock;
     auto ms_since = [](Clock::time_point a, Clock::time_point b) {
         return std::chrono::duration<double, std::milli>(b - a).count();
     };
-    for (bool tsc : {true, false}) {
-        CAPTURE(tsc);
-        payload::tracker_set_event_clock(tsc);
+    // TSC, clock_gettime on every event, and the coarse clock of a lone recording thread, whose
+    // stamps may be up to one kernel tick early.
+    timespec res{};
+    clock_getres(CLOCK_MONOTONIC_COARSE, &res);
+    const double tick_ms = double(res.tv_sec) * 1e3 + double(res.tv_nsec) / 1e6;
+    for (int mode : {0, 1, 2}) {
+        CAPTURE(mode);
+        const bool tsc = mode == 0, coarse = mode == 2;
+        const double early_ms = coarse ? tick_ms : 0.0;
+        payload::tracker_set_event_clock(tsc, coarse);
         std::string out = temp_path("clock");
         // Capture times count from a moment inside start, between these two.
         auto before = Clock::now();
@@ -374,11 +431,11 @@ TEST_CASE("event times follow the real clock with either event clock") {
         for (int i = 0; i < 4; ++i) {
             double got = double(c.events[i].time_us) / 1000.0;
             CHECK(got <= ms_since(before, done[i]) + 0.1);
-            CHECK(got >= ms_since(after, stamps[i]) - 1.1);
+            CHECK(got >= ms_since(after, stamps[i]) - 1.1 - early_ms);
             if (i) {
                 double gap = got - double(c.events[i - 1].time_us) / 1000.0;
-                CHECK(gap >= ms_since(done[i - 1], stamps[i]) - 1.1);
-                CHECK(gap <= ms_since(stamps[i - 1], done[i]) + 1.1);
+                CHECK(gap >= ms_since(done[i - 1], stamps[i]) - 1.1 - early_ms);
+                CHECK(gap <= ms_since(stamps[i - 1], done[i]) + 1.1 + early_ms);
             }
         }
         REQUIRE(c.trailer);
