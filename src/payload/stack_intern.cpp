@@ -345,6 +345,16 @@ uint32_t intern_frame(uint32_t parent, const StackFrame& frame) noexcept {
     return id;
 }
 
+// Three 8-byte compares: offset and kind are read as the one word the compiler stores them as
+// (capture_stack has just written them).
+inline bool same_frame(const StackFrame& a, const StackFrame& b) noexcept {
+    static_assert(offsetof(StackFrame, kind) == offsetof(StackFrame, offset) + 4);
+    uint64_t wa, wb;
+    std::memcpy(&wa, &a.offset, 8);
+    std::memcpy(&wb, &b.offset, 8);
+    return a.value == b.value && a.fingerprint == b.fingerprint && wa == wb;
+}
+
 uint32_t intern_stack(PrefixCache& cache, uint32_t session, const StackFrame* frames,
                       size_t n) noexcept {
     if (n > k_max_stack_frames) n = k_max_stack_frames;
@@ -354,12 +364,7 @@ uint32_t intern_stack(PrefixCache& cache, uint32_t session, const StackFrame* fr
     }
     size_t i = 0;
     size_t common = n < cache.len ? n : cache.len;
-    while (i < common && frames[i].value == cache.frames[i].value &&
-           frames[i].offset == cache.frames[i].offset &&
-           frames[i].fingerprint == cache.frames[i].fingerprint &&
-           frames[i].kind == cache.frames[i].kind) {
-        ++i;
-    }
+    while (i < common && same_frame(frames[i], cache.frames[i])) ++i;
     uint32_t node = i ? cache.nodes[i - 1] : 0;
     for (; i < n; ++i) {
         uint32_t child = intern_frame(node, frames[i]);

@@ -67,16 +67,22 @@ inline uint64_t coarse_ns() noexcept {
 extern uintptr_t g_self_lo;  // the payload's executable segment, set by native_stack_init()
 extern uintptr_t g_self_hi;
 
-// Copies buf[0..n) into out (at most max), dropping the payload's own innermost frames.
-// out may be buf (the copy only moves entries down).
-inline size_t native_drop_self(void* const* buf, int n, uintptr_t* out, size_t max) noexcept {
-    if (n <= 0) return 0;
+// How many of buf[0..n) are the payload's own innermost frames.
+inline int native_self_frames(void* const* buf, int n) noexcept {
     int i = 0;
     while (i < n) {
         uintptr_t ip = reinterpret_cast<uintptr_t>(buf[i]);
         if (ip < g_self_lo || ip >= g_self_hi) break;
         ++i;
     }
+    return i;
+}
+
+// Copies buf[0..n) into out (at most max), dropping the payload's own innermost frames.
+// out may be buf (the copy only moves entries down).
+inline size_t native_drop_self(void* const* buf, int n, uintptr_t* out, size_t max) noexcept {
+    if (n <= 0) return 0;
+    int i = native_self_frames(buf, n);
     size_t count = 0;
     for (; i < n && count < max; ++i) out[count++] = reinterpret_cast<uintptr_t>(buf[i]);
     return count;

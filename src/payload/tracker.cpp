@@ -211,6 +211,23 @@ inline uint64_t event_stamp(ThreadState* s) noexcept {
     return now_ticks();
 }
 
+// The ring's lines were last read by the writer thread on another CPU: a store to one waits
+// for that CPU to give the line up. Asking for it a few events ahead (a write prefetch: the line
+// comes exclusive, not shared) keeps those waits off the hot path; without it the stalled ring
+// stores back up the store buffer and the next event's stores (the stack being copied) wait
+// behind them. Native churn, 5 M mallocs: 0.6 s CPU with it; without, 0.6 s or 1.3 s depending
+// on where the host runs the two CPUs of this VM at the time.
+inline constexpr uint64_t k_ring_prefetch = 8;  // events: four 64-byte lines ahead
+
+inline void prefetch_for_write(const void* p) noexcept {
+#if defined(__x86_64__)
+    // PREFETCHW; CPUs without it execute the opcode as a NOP.
+    asm volatile("prefetchw %0" ::"m"(*static_cast<const char*>(p)));
+#else
+    __builtin_prefetch(p, 1, 3);
+#endif
+}
+
 // Waits for room *before* the event is stamped: a thread that stamped and then slept on a full
 // ring would hand the writer an event older than ones it already wrote for other threads.
 inline void push(ThreadState* s, uint64_t address, uint64_t size, uint32_t node,
@@ -221,6 +238,7 @@ inline void push(ThreadState* s, uint64_t address, uint64_t size, uint32_t node,
         if (h - s->cached_tail >= k_ring_capacity) wait_for_room(s, h);
     }
     RawEvent& e = s->ring[h & k_ring_mask];
+    prefetch_for_write(&s->ring[(h + k_ring_prefetch) & k_ring_mask]);
     e.time = event_stamp(s);
     e.address = address;
     e.size = size;
@@ -322,10 +340,14 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         }
 #endif
         if (got < 0) got = unw_backtrace(buf, k_room);
-        size_t nn = native_drop_self(buf, got, s->native_frames, k_max_native_frames);
+        // Read in place after the payload's own frames, not moved down first: one pass.
+        int self = got > 0 ? native_self_frames(buf, got) : 0;
+        size_t nn = got > self ? size_t(got - self) : 0;
+        if (nn > k_max_native_frames) nn = k_max_native_frames;
+        const uintptr_t* program = s->native_frames + self;
         for (size_t i = nn; i-- > 0;) {
             StackFrame& f = s->frames[n++];
-            f.value = s->native_frames[i];
+            f.value = program[i];
             f.fingerprint = 0;
             f.offset = 0;
             f.kind = uint32_t(format::FrameKind::Native);
