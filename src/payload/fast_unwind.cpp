@@ -578,6 +578,7 @@ int fast_unwind_walk(uintptr_t ip, uintptr_t sp, uintptr_t bp, uintptr_t* out, i
     if (max > int(UnwindHistory::k_max)) max = int(UnwindHistory::k_max);
     // The history frame whose sp is the next at or above this frame's (sp grows outward).
     bool try_history = h.generation == generation && h.count > 0;
+    h.reused = 0;
     int64_t d = int64_t(h.count) - 1;
     int n = 0;
     while (n < max) {
@@ -591,6 +592,7 @@ int fast_unwind_walk(uintptr_t ip, uintptr_t sp, uintptr_t bp, uintptr_t* out, i
                     for (int64_t k = d; k >= 0; --k) out[n++] = h.ip[k];
                     // Frames above d stay; this walk's own n - d - 1 frames go below them.
                     store_history(h, out, n - int(d) - 1, uint32_t(d) + 1, generation, 0, false);
+                    h.reused = uint32_t(d) + 1;
                     return n;
                 }
             }

@@ -45,6 +45,9 @@ struct UnwindHistory {
     static constexpr size_t k_max = 160;
     uint64_t generation = 0;  // of the rules used; 0 = no history
     uint32_t count = 0;
+    // Set by every walk: how many of its outermost frames it took over from the walk before
+    // (they are that walk's outermost frames, in the same order); 0 when none.
+    uint32_t reused = 0;
     uintptr_t end_slot = 0;  // the walk ended reading 0 here (else at an outermost rule)
     uintptr_t ip[k_max];
     uintptr_t sp[k_max];

@@ -355,19 +355,46 @@ inline bool same_frame(const StackFrame& a, const StackFrame& b) noexcept {
     return a.value == b.value && a.fingerprint == b.fingerprint && wa == wb;
 }
 
+inline uint64_t offset_kind(const StackFrame& f) noexcept {
+    uint64_t w;
+    std::memcpy(&w, &f.offset, 8);
+    return w;
+}
+
+inline PrefixCache::Edge& edge_slot(PrefixCache& cache, uint32_t parent,
+                                   const StackFrame& f) noexcept {
+    uint64_t h = (f.value ^ (uint64_t(parent) << 20) ^ (uint64_t(f.offset) << 7)) *
+                 0x9e3779b97f4a7c15ull;
+    return cache.edges[(h >> 56) & (PrefixCache::k_edges - 1)];
+}
+
+// intern_frame() through the thread's recent edges.
+inline uint32_t child_of(PrefixCache& cache, uint32_t parent, const StackFrame& f) noexcept {
+    PrefixCache::Edge& e = edge_slot(cache, parent, f);
+    uint64_t ok = offset_kind(f);
+    if (e.child && e.parent == parent && e.value == f.value && e.offset_kind == ok &&
+        e.fingerprint == f.fingerprint)
+        return e.child;
+    uint32_t child = intern_frame(parent, f);
+    if (child) e = PrefixCache::Edge{f.value, f.fingerprint, ok, parent, child};
+    return child;
+}
+
 uint32_t intern_stack(PrefixCache& cache, uint32_t session, const StackFrame* frames,
-                      size_t n) noexcept {
+                      size_t n, size_t known) noexcept {
     if (n > k_max_stack_frames) n = k_max_stack_frames;
     if (cache.session != session) {
         cache.session = session;
         cache.len = 0;
+        known = 0;
+        std::memset(cache.edges, 0, sizeof cache.edges);
     }
-    size_t i = 0;
+    size_t i = known <= cache.len && known <= n ? known : 0;
     size_t common = n < cache.len ? n : cache.len;
     while (i < common && same_frame(frames[i], cache.frames[i])) ++i;
     uint32_t node = i ? cache.nodes[i - 1] : 0;
     for (; i < n; ++i) {
-        uint32_t child = intern_frame(node, frames[i]);
+        uint32_t child = child_of(cache, node, frames[i]);
         if (!child) {
             cache.len = uint32_t(i);
             return node;

@@ -30,6 +30,20 @@ struct PrefixCache {
     uint32_t len = 0;
     StackFrame frames[k_max_stack_frames];
     uint32_t nodes[k_max_stack_frames];
+    // Below the shared prefix, the thread's recently used (parent, frame) -> node edges, looked
+    // up before the shared table: with --native the innermost native frames (the allocation's
+    // call site) change from event to event, and every Python frame after them used to be
+    // looked up in the shared tables again (perf: a fifth of the run). Direct-mapped; emptied
+    // with the rest when the session changes (node ids are per session).
+    struct Edge {
+        uint64_t value;
+        uint64_t fingerprint;
+        uint64_t offset_kind;  // StackFrame::offset | kind << 32
+        uint32_t parent;
+        uint32_t child;  // 0: empty
+    };
+    static constexpr size_t k_edges = 256;
+    Edge edges[k_edges] = {};
 };
 
 // Maps the tables once. Cold path; returns false when memory cannot be mapped.
@@ -44,9 +58,11 @@ void intern_unlock_after_fork_parent() noexcept;
 void intern_after_fork_child() noexcept;
 
 // Interns `frames[0..n)` (outermost first) below the root and returns the innermost node id,
-// 0 for an empty stack or when the tree is full. `cache` is the calling thread's own.
+// 0 for an empty stack or when the tree is full. `cache` is the calling thread's own. `known`:
+// the caller knows frames[0..known) equal the cache's (known <= cache.len, same session); they
+// are neither read nor compared, so the caller need not even fill them in.
 uint32_t intern_stack(PrefixCache& cache, uint32_t session, const StackFrame* frames,
-                      size_t n) noexcept;
+                      size_t n, size_t known = 0) noexcept;
 // Lower level, for tests: node id of (parent, frame); Python frames get their code interned.
 uint32_t intern_frame(uint32_t parent, const StackFrame& frame) noexcept;
 uint32_t intern_code(const void* code, uint64_t fingerprint) noexcept;

@@ -119,6 +119,9 @@ struct alignas(64) ThreadState {
     std::atomic<uint32_t> busy{0};  // inside a record call; stop waits for 0
     uint32_t session = 0;           // session the prefix cache belongs to
     uint32_t clock_session = 0;     // session in which this thread checked in (event_stamp)
+    // The previous stack's native part was the whole walk (not cut at k_max_native_frames),
+    // so the walker's reused outer frames are the prefix cache's first ones (capture_stack).
+    bool native_whole = false;
 
     // --- written by the writer (consumer)
     alignas(64) std::atomic<uint64_t> tail{0};
