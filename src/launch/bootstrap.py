@@ -53,7 +53,6 @@ def _memray_name_threads(lib):
 def _memray_run():
     import ctypes
     import os
-    import runpy
     import types
 
     payload, settings, mode, target = sys.argv[1:5]
@@ -68,6 +67,7 @@ def _memray_run():
         if modify_path:
             sys.path[0] = os.getcwd()
         import importlib.util
+        import runpy  # only for -m: with what it imports, ~5 ms of a start
         top = target.partition(".")[0]
         try:
             found = importlib.util.find_spec(top) is not None

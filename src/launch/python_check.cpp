@@ -17,13 +17,14 @@ namespace {
 
 // Runs under any Python (2.x included, so that it can say which version it is): prints
 // "MAJOR.MINOR", then "invalid" when argv[2] (a file when argv[1] is "file", else code) does not
-// parse. ast.parse, not compile(), is memray's test: `return` at module level passes it.
+// parse. Parsing, not compiling, is memray's test (ast.parse): `return` at module level passes.
+// compile() with PyCF_ONLY_AST (0x400) is what ast.parse calls, without importing ast, and the
+// interpreter runs with -S -E (no site, no PYTHON* variables): the probe takes ~15 ms less.
 constexpr const char* k_probe =
     "import sys\n"
     "sys.stdout.write('%d.%d\\n' % sys.version_info[:2])\n"
     "sys.stdout.flush()\n"
     "if sys.version_info >= (3, 8):\n"
-    "    import ast\n"
     "    try:\n"
     "        if sys.argv[1] == 'file':\n"
     "            f = open(sys.argv[2], 'rb')\n"
@@ -31,7 +32,7 @@ constexpr const char* k_probe =
     "            f.close()\n"
     "        else:\n"
     "            source = sys.argv[2].encode('utf-8', 'surrogateescape')\n"
-    "        ast.parse(source)\n"
+    "        compile(source, '<unknown>', 'exec', 0x400)\n"
     "    except (SyntaxError, ValueError):\n"
     "        sys.stdout.write('invalid\\n')\n";
 
@@ -39,7 +40,8 @@ constexpr const char* k_probe =
 std::string run_probe(const std::string& python, const std::string& target, bool is_file) {
     int out[2];
     if (::pipe2(out, O_CLOEXEC) != 0) return {};
-    std::vector<std::string> args = {python, "-c", k_probe, is_file ? "file" : "code", target};
+    std::vector<std::string> args = {python, "-S", "-E", "-c", k_probe, is_file ? "file" : "code",
+                                     target};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

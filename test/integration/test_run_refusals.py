@@ -27,7 +27,7 @@ def fake_python(work, version):
     it first; it fails the test loudly if it is ever asked to run the target itself."""
     path = os.path.join(work, "python" + version)
     with open(path, "w") as f:
-        f.write("#!/bin/sh\ncase \"$2\" in\n  *version_info*) echo %s;;\n"
+        f.write("#!/bin/sh\ncase \"$*\" in\n  *version_info*) echo %s;;\n"
                 "  *) echo RAN-THE-TARGET; touch %s/ran;;\nesac\n" % (version, work))
     os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
     return path
