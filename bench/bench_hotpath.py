@@ -10,6 +10,8 @@ usage: /usr/bin/python3 bench/bench_hotpath.py [--build DIR] [--reps N] [--pytho
 environment:
   MEMRAY_BENCH_SCALE   multiplies workload sizes (default 1; e.g. 0.2 for a quick run)
 
+The first row after the plain run is the floor: bench/workloads/bare_interposer.c, preloaded,
+only counts malloc/calloc/realloc/free calls (no stacks, clock or writer).
 Workloads: py_alloc.py (pymalloc), the same with PYTHONMALLOC=malloc (every object reaches
 malloc), native_churn (10 M mallocs at scale 1) and native_churn with two threads of mixed sizes.
 --bloomberg names a Python interpreter where Bloomberg's memray is installed (`-m memray`); by
@@ -58,7 +60,7 @@ class Tools:
 
 
 def modes_for(tools, python_workload):
-    modes = ["plain", "ours", "ours --native"]
+    modes = ["plain", "bare interposer", "ours", "ours --native"]
     if python_workload:
         modes.append("ours --trace-python-allocators")
         if tools.bloomberg_version:
@@ -69,7 +71,7 @@ def modes_for(tools, python_workload):
 
 
 def command(tools, mode, cmd, capture):
-    if mode == "plain":
+    if mode in ("plain", "bare interposer"):
         return cmd
     if mode == "heaptrack":
         return [tools.heaptrack, "-o", capture, *cmd]
@@ -98,7 +100,10 @@ def bench_workload(args, tools, name, cmd, env, python_workload):
         for mode in modes[k:] + modes[:k]:
             if mode == "heaptrack":
                 remove_heaptrack_files(captures[mode])
-            samples[mode].append(timed(command(tools, mode, cmd, captures[mode]), env=env))
+            run_env = env
+            if mode == "bare interposer":  # the floor: counts the calls, records nothing
+                run_env = dict(env or {}, LD_PRELOAD=tools.bare)
+            samples[mode].append(timed(command(tools, mode, cmd, captures[mode]), env=run_env))
     rows = []
     plain_wall = statistics.median(w for w, _ in samples["plain"])
     plain_cpu = statistics.median(c for _, c in samples["plain"])
@@ -144,10 +149,14 @@ def main():
         args.bloomberg = args.python
     args.memray = os.path.join(args.build, "src", "cli", "memray")
     churn = os.path.join(args.build, "test", "integration", "native_churn")
+    bare = os.path.join(args.build, "bench", "libbare_interposer.so")
     for exe in (args.memray, churn):
         if not os.access(exe, os.X_OK):
             raise SystemExit("missing %s: build first (ninja -C %s)" % (exe, args.build))
+    if not os.path.exists(bare):
+        raise SystemExit("missing %s: build first (ninja -C %s)" % (bare, args.build))
     tools = Tools(args)
+    tools.bare = bare
     scale = float(os.environ.get("MEMRAY_BENCH_SCALE", "1"))
     n_native = max(1, int(10_000_000 * scale))
     py_alloc = [args.python, os.path.join(HERE, "workloads", "py_alloc.py"), str(scale)]
