@@ -304,6 +304,25 @@ TEST_CASE("native frames come first, then python frames, on one path") {
     stubs::python_present = false;
 }
 
+namespace {
+
+// Rounds of malloc then free of one address, played by two threads in turn after round
+// `alone_until` (before it, one thread alone): the events that break that order.
+int out_of_order(const Capture& c, size_t alone_until) {
+    int bad = 0;
+    for (size_t i = 0; i < c.events.size(); ++i) {
+        Allocator want = i % 2 ? Allocator::Free : Allocator::Malloc;
+        if (c.events[i].allocator != want) ++bad;
+        if (i % 2 == 1 && c.events[i].thread != c.events[i - 1].thread) ++bad;
+        // From there on the thread changes with every round.
+        if (i % 2 == 0 && i / 2 > alone_until && c.events[i].thread == c.events[i - 2].thread)
+            ++bad;
+    }
+    return bad;
+}
+
+}  // namespace
+
 TEST_CASE("a free and the malloc that reuses its address on another thread stay in order") {
     // Every event clock: the TSC (where this machine's kernel trusts it), clock_gettime, and
     // the coarse clock of a lone recording thread (until the second thread's first event).
@@ -332,15 +351,7 @@ TEST_CASE("a free and the malloc that reuses its address on another thread stay 
         REQUIRE(memray_payload_stop() == 0);
         Capture c = read_capture(out);
         REQUIRE(c.events.size() == size_t(2 * k_rounds));
-        int bad = 0;
-        for (size_t i = 0; i < c.events.size(); ++i) {
-            Allocator want = i % 2 ? Allocator::Free : Allocator::Malloc;
-            if (c.events[i].allocator != want) ++bad;
-            // The thread alternates with every round.
-            if (i % 2 == 1 && c.events[i].thread != c.events[i - 1].thread) ++bad;
-            if (i % 2 == 0 && i >= 2 && c.events[i].thread == c.events[i - 2].thread) ++bad;
-        }
-        CHECK(bad == 0);
+        CHECK(out_of_order(c, 0) == 0);
         unlink(out.c_str());
     }
     payload::tracker_set_event_clock(true);
@@ -379,17 +390,7 @@ TEST_CASE("a lone recording thread's coarse stamps stay in order once a second t
         REQUIRE(memray_payload_stop() == 0);
         Capture c = read_capture(out);
         REQUIRE(c.events.size() == size_t(2 * k_rounds));
-        int bad = 0;
-        for (size_t i = 0; i < c.events.size(); ++i) {
-            Allocator want = i % 2 ? Allocator::Free : Allocator::Malloc;
-            if (c.events[i].allocator != want) ++bad;
-            if (i % 2 == 1 && c.events[i].thread != c.events[i - 1].thread) ++bad;
-            size_t round = i / 2;
-            if (i % 2 == 0 && round > size_t(k_solo) &&
-                c.events[i].thread == c.events[i - 2].thread)
-                ++bad;
-        }
-        CHECK(bad == 0);
+        CHECK(out_of_order(c, size_t(k_solo)) == 0);
         unlink(out.c_str());
     }
     payload::tracker_set_event_clock(true);
