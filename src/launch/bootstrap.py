@@ -32,11 +32,11 @@ def _memray_join_threads():
             thread.join()
 
 
-def _memray_name_threads(lib):
+def _memray_name_threads(lib, threading):
     # Python's thread names ("MainThread", "Thread-1 (worker)") are what users know; the OS
     # name of every Python thread is the interpreter's. Hand them to the payload as threads start.
+    # `threading` is imported before tracking starts: its import is not the program's.
     import ctypes
-    import threading
     name_thread = lib.memray_payload_name_thread
     name_thread.argtypes = [ctypes.c_char_p]
     name_thread.restype = None
@@ -109,6 +109,7 @@ def _memray_run():
             main.__loader__ = old_main.__dict__.get("__loader__")
         sys.modules["__main__"] = main
 
+    import threading
     try:
         lib = ctypes.CDLL(payload)
     except OSError as e:
@@ -121,7 +122,7 @@ def _memray_run():
     if lib.memray_payload_start(settings.encode()) != 0:
         reason = lib.memray_payload_last_error() or b"unknown error"
         _memray_fail("cannot start tracking: %s" % reason.decode(errors="replace"))
-    _memray_name_threads(lib)
+    _memray_name_threads(lib, threading)
     status = 0
     try:
         if mode == "module":

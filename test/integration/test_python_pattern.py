@@ -141,6 +141,12 @@ def main():
         # The last n_freed buffers are popped, i.e. freed in reverse allocation order.
         c.equal([e["address"] for e in freed], addresses[::-1][:n_freed],
                 "parse: the popped buffers are the ones freed, last first")
+        # The launcher's own work after tracking started (it imported threading there once:
+        # ~340 allocations of the import system in every capture) is not the program's.
+        own = [e for e in cap.events if e["kind"] != "FREE" and e.get("node") and
+               not any(f[1] == script for f in cap.python_stack(e["node"]))]
+        c.check(len(own) <= 5, "parse: at most a few allocations outside the script (%d: %r)"
+                % (len(own), [cap.python_stack(e["node"])[:3] for e in own[:3]]))
         threads = {e["thread"] for e in big}
         c.equal(len(threads), 1, "parse: buffers allocated on one thread")
         if threads:

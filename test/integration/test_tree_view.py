@@ -288,12 +288,13 @@ try:
     keys("q")
     wait_for("q quits the temporary allocations' tree", lambda t: "TREE-EXIT=0" in t)
 
-    # A deep stack scrolls the pane left so that the selected row's label stays in view.
+    # A deep stack scrolls the pane left so that the selected row's label stays in view. The
+    # 0.1 MB at the end is the location `-b 1` elides: the last row, below the deepest frame.
     deep_script = os.path.join(work, "deep.py")
     with open(deep_script, "w") as f:
         f.write("keep = []\n\n\ndef deep(n):\n    if n == 0:\n"
                 "        keep.append(bytearray(5_000_000))\n    else:\n        deep(n - 1)\n\n\n"
-                "deep(60)\n")
+                "deep(60)\nkeep.append(bytearray(100_000))\n")
     capd = os.path.join(work, "deep.bin")
     p = mrtest.memray_run(memray, capd, [deep_script], python=python)
     if c.check(p.returncode == 0, "memray run of a 60-deep recursion"):

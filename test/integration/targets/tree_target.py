@@ -1,7 +1,8 @@
 """A known call tree for the interactive `memray tree` test (test_tree_view.py). At the
 high-water mark: 4 MB in one allocation through main > chain1 > chain2 > chain3 > leaf_big, 3 MB
 allocated by tree_helper.py while it is imported (under the import system), 2 MB in two
-allocations through main > small. Lines the test looks for carry a MARK comment."""
+allocations through main > small, and 0.1 MB through main > tiny, the location that `-b 3` leaves
+below the threshold. Lines the test looks for carry a MARK comment."""
 import os
 import sys
 
@@ -28,6 +29,10 @@ def small():
     keep.append(bytearray(1_000_000))  # MARK: small
 
 
+def tiny():
+    keep.append(bytearray(100_000))  # MARK: tiny
+
+
 def main():
     chain1()  # MARK: main-chain
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -35,6 +40,7 @@ def main():
     keep.append(tree_helper.DATA)
     for _ in range(2):
         small()  # MARK: main-small
+    tiny()
 
 
 main()
