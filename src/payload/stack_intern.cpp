@@ -355,12 +355,6 @@ inline bool same_frame(const StackFrame& a, const StackFrame& b) noexcept {
     return a.value == b.value && a.fingerprint == b.fingerprint && wa == wb;
 }
 
-inline uint64_t offset_kind(const StackFrame& f) noexcept {
-    uint64_t w;
-    std::memcpy(&w, &f.offset, 8);
-    return w;
-}
-
 inline PrefixCache::Edge& edge_slot(PrefixCache& cache, uint32_t parent,
                                    const StackFrame& f) noexcept {
     uint64_t h = (f.value ^ (uint64_t(parent) << 20) ^ (uint64_t(f.offset) << 7)) *
@@ -371,12 +365,9 @@ inline PrefixCache::Edge& edge_slot(PrefixCache& cache, uint32_t parent,
 // intern_frame() through the thread's recent edges.
 inline uint32_t child_of(PrefixCache& cache, uint32_t parent, const StackFrame& f) noexcept {
     PrefixCache::Edge& e = edge_slot(cache, parent, f);
-    uint64_t ok = offset_kind(f);
-    if (e.child && e.parent == parent && e.value == f.value && e.offset_kind == ok &&
-        e.fingerprint == f.fingerprint)
-        return e.child;
+    if (e.child && e.parent == parent && same_frame(e.frame, f)) return e.child;
     uint32_t child = intern_frame(parent, f);
-    if (child) e = PrefixCache::Edge{f.value, f.fingerprint, ok, parent, child};
+    if (child) e = PrefixCache::Edge{f, parent, child};
     return child;
 }
 

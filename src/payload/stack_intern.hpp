@@ -36,9 +36,7 @@ struct PrefixCache {
     // looked up in the shared tables again (perf: a fifth of the run). Direct-mapped; emptied
     // with the rest when the session changes (node ids are per session).
     struct Edge {
-        uint64_t value;
-        uint64_t fingerprint;
-        uint64_t offset_kind;  // StackFrame::offset | kind << 32
+        StackFrame frame;
         uint32_t parent;
         uint32_t child;  // 0: empty
     };

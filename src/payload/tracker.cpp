@@ -205,9 +205,8 @@ __attribute__((noinline)) bool check_in(ThreadState* s) noexcept {
 // now_ns(), and once precise, a session stays precise.
 inline uint64_t event_stamp(ThreadState* s) noexcept {
     if (!g_tracker.precise.load(std::memory_order_acquire)) {
-        if (__builtin_expect(s->clock_session == g_tracker.session.load(std::memory_order_relaxed), 1) ||
-            check_in(s))
-            return coarse_ns();
+        bool checked_in = s->clock_session == g_tracker.session.load(std::memory_order_relaxed);
+        if (__builtin_expect(checked_in, 1) || check_in(s)) return coarse_ns();
     }
     return now_ticks();
 }
@@ -349,17 +348,16 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         int self = got > 0 ? native_self_frames(buf, got) : 0;
         size_t total = got > self ? size_t(got - self) : 0;
         size_t nn = total < k_max_native_frames ? total : k_max_native_frames;
+        const bool whole = total == nn;
         // The walker took the outermost `reused` frames over from the previous walk, whose
         // stack the prefix cache holds: those need neither copying nor comparing (with --native
         // on Python, ~20 of ~25 frames per event). Only when neither stack was cut, and the
-        // cache is this session's and that long.
-        // The walk's self frames are its innermost: the reused part holds min(reused, nn)
-        // program frames, in both walks.
+        // cache is this session's and that long. The walk's self frames are its innermost, so
+        // the reused part holds min(reused, nn) program frames, in both walks.
         if (reused > nn) reused = nn;
-        if (total == nn && s->native_whole && s->cache.session == session &&
-            reused <= s->cache.len)
+        if (whole && s->native_whole && s->cache.session == session && reused <= s->cache.len)
             known = reused;
-        s->native_whole = total == nn;
+        s->native_whole = whole;
         const uintptr_t* program = s->native_frames + self;
         for (size_t j = known; j < nn; ++j) {
             StackFrame& f = s->frames[j];
