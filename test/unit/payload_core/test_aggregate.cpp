@@ -150,6 +150,13 @@ void compare(const Model& m) {
     CHECK(aggregate_heap() == m.heap);
 }
 
+// One event to the model and to the writer's tables.
+void feed(Model& m, uint32_t thread, Allocator k, uint64_t a, uint64_t size, uint32_t node,
+          uint64_t t) {
+    m.event(thread, k, a, size, node, t);
+    aggregate_event(thread, k, a, size, node, t);
+}
+
 }  // namespace
 
 TEST_CASE("aggregate tables equal a model that snapshots at every peak") {
@@ -173,23 +180,19 @@ TEST_CASE("aggregate tables equal a model that snapshots at every peak") {
                 uint64_t a = 0x10000 + 16 * (rng() % (seed <= 2 ? 20000 : 300));
                 Allocator k = kinds[rng() % 4];
                 uint64_t size = rng() % 5000;
-                m.event(thread, k, a, size, node, t);
-                aggregate_event(thread, k, a, size, node, t);
+                feed(m, thread, k, a, size, node, t);
                 addresses.push_back(a);
             } else if (r < 85 && !addresses.empty()) {
                 uint64_t a = addresses[rng() % addresses.size()];
-                m.event(thread, Allocator::Free, a, 0, 0, t);
-                aggregate_event(thread, Allocator::Free, a, 0, 0, t);
+                feed(m, thread, Allocator::Free, a, 0, 0, t);
             } else if (r < 93) {
                 uint64_t a = 0x7f0000000000 + 4096 * (rng() % 64);
                 uint64_t size = 4096 * (rng() % 8);
-                m.event(thread, Allocator::Mmap, a, size, node, t);
-                aggregate_event(thread, Allocator::Mmap, a, size, node, t);
+                feed(m, thread, Allocator::Mmap, a, size, node, t);
             } else {
                 uint64_t a = 0x7f0000000000 + 4096 * (rng() % 64);
                 uint64_t size = 4096 * (rng() % 6);
-                m.event(thread, Allocator::Munmap, a, size, 0, t);
-                aggregate_event(thread, Allocator::Munmap, a, size, 0, t);
+                feed(m, thread, Allocator::Munmap, a, size, 0, t);
             }
             if (i % 997 == 0) compare(m);
         }
@@ -200,8 +203,8 @@ TEST_CASE("aggregate tables equal a model that snapshots at every peak") {
 }
 
 TEST_CASE("a free followed at once by an allocation at the same address equals the model") {
-    // The writer keeps a freed slot until the next event and lets an allocation of the same
-    // address take it over: every kind of next event must still give the model's numbers.
+    // A freed slot is erased at once and may be taken again by the very next event: every kind
+    // of next event must still give the model's numbers.
     for (unsigned seed = 1; seed <= 10; ++seed) {
         CAPTURE(seed);
         REQUIRE(aggregate_start());
@@ -212,8 +215,7 @@ TEST_CASE("a free followed at once by an allocation at the same address equals t
                                    Allocator::PymallocMalloc, Allocator::Mmap};
         uint64_t t = 0;
         auto ev = [&](uint32_t thread, Allocator k, uint64_t a, uint64_t size, uint32_t node) {
-            m.event(thread, k, a, size, node, t);
-            aggregate_event(thread, k, a, size, node, t);
+            feed(m, thread, k, a, size, node, t);
             ++t;
         };
         for (int i = 0; i < 6000; ++i) {
