@@ -43,7 +43,8 @@ def probe_bloomberg(python):
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     try:
-        p = subprocess.run([python, "-c", "import memray, memray._memray; print(memray.__version__)"],
+        probe = "import memray, memray._memray; print(memray.__version__)"
+        p = subprocess.run([python, "-c", probe],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None

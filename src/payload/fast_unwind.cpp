@@ -391,7 +391,10 @@ int find_rule(dl_phdr_info* info, size_t, void* data) noexcept {
     }
     if (!inside) return 0;
     // Read while dl_iterate_phdr holds the loader's lock: the object cannot go away meanwhile.
-    if (eh) l->rule = rule_in_object(reinterpret_cast<const uint8_t*>(info->dlpi_addr + eh->p_vaddr), l->pc);
+    if (eh) {
+        const auto* hdr = reinterpret_cast<const uint8_t*>(info->dlpi_addr + eh->p_vaddr);
+        l->rule = rule_in_object(hdr, l->pc);
+    }
     return 1;
 }
 

@@ -1,9 +1,9 @@
 """Every event clock on every machine: the same workload recorded with MEMRAY_EVENT_CLOCK=tsc,
 =monotonic, and without the variable ("coarse": a lone recording thread stamps with
-CLOCK_MONOTONIC_COARSE, up to one kernel tick early). The target brackets each allocation and free with CLOCK_MONOTONIC reads; the capture's
-times must fall inside those windows (relative to the first allocation, since the capture's zero
-is the payload's start), frees must follow their allocations, events and memory samples must be in
-time order.
+CLOCK_MONOTONIC_COARSE, up to one kernel tick early). The target brackets each allocation and
+free with CLOCK_MONOTONIC reads; the capture's times must fall inside those windows (relative to
+the first allocation, since the capture's zero is the payload's start), frees must follow their
+allocations, events and memory samples must be in time order.
 
 usage: test_event_clock.py MEMRAY CLOCK_TARGET tsc|monotonic|coarse
 """

@@ -48,7 +48,8 @@ def main():
     # frame), nor the coroutine's (its outermost frame's caller is on another stack); nearly
     # everything else must be.
     c.check(left >= 20 * ROUNDS, "the walker left the signal frames to libunwind (%d)" % left)
-    c.check(left < compared // 20, "the walker did the rest itself (%d of %d left)" % (left, compared))
+    c.check(left < compared // 20,
+            "the walker did the rest itself (%d of %d left)" % (left, compared))
 
     slow = os.path.join(work, "slow.bin")
     p = mrtest.memray_run(memray, slow, [program, library, str(ROUNDS)],
