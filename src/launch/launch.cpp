@@ -26,11 +26,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The `python3 -c` argument: fetches the bootstrap from the environment (keeps `ps` readable) and
-// compiles it under its own file name.
-constexpr const char* k_bootstrap_stub =
-    "import os;exec(compile(os.environ.pop('MEMRAY_BOOTSTRAP'),'<memray>','exec'))";
-
 std::string errno_text(int err) { return std::strerror(err); }
 
 struct FdGuard {
@@ -139,20 +134,33 @@ ExecSpec python_spec(const LaunchRequest& r) {
                               r.target + "'");
         }
     }
-    if (r.mode != Mode::Module) check_python_target(*python, r.target, r.mode == Mode::Script);
-    else check_python_target(*python, "", false);
+    const char* mode = r.mode == Mode::Script ? "file" : r.mode == Mode::Module ? "module" : "code";
+    // The bootstrap checks the interpreter and the target itself, before it prints the banner;
+    // the live view takes the terminal and the program's output first, so it checks apart.
+    if (r.while_running) check_python_target(*python, mode, r.target);
     ExecSpec spec;
     spec.path = *python;
-    const char* mode = r.mode == Mode::Script ? "file" : r.mode == Mode::Module ? "module" : "code";
     // argv[0] is the resolved path so that sys.executable is exactly this interpreter; the
-    // settings take the empty slot after the payload.
-    spec.argv = {*python, "-c", k_bootstrap_stub, r.payload, "", mode, r.target};
+    // settings and the banner take the empty slots after the payload.
+    spec.argv = {*python, "-c", k_bootstrap_stub, r.payload, "", "", mode, r.target};
     spec.settings_arg = 4;
     spec.argv.insert(spec.argv.end(), r.args.begin(), r.args.end());
     // Tracking starts in the bootstrap, not when ctypes loads the payload.
     spec.env = environment_with({{"MEMRAY_BOOTSTRAP", std::string(bootstrap_source())}},
                                 {"MEMRAY_SETTINGS"});
     return spec;
+}
+
+// What start() sends: a Python target's bootstrap prints the banner once its checks pass (a
+// refused run prints nothing else); for a native program it is printed here.
+std::vector<std::string> with_banner(const LaunchRequest& r, const std::string& settings,
+                                     const std::string& banner) {
+    if (r.mode != Mode::Native) return {settings, banner};
+    if (!banner.empty()) {
+        std::printf("%s\n", banner.c_str());
+        std::fflush(stdout);
+    }
+    return {settings};
 }
 
 // The live modes: no capture file; the program streams to a viewer (docs/live.md).
@@ -169,12 +177,12 @@ int run_live(const LaunchRequest& r, ExecSpec spec) {
     } catch (const std::logic_error& e) {
         throw LaunchError(std::string("cannot pass the settings to the payload: ") + e.what());
     }
+    std::string banner;
     if (!r.while_running && !r.quiet) {
-        std::printf("Run '%s live %d' in another shell to see live results\n", r.live_command.c_str(),
-                    settings.live_port);
-        std::fflush(stdout);
+        banner = "Run '" + r.live_command + " live " + std::to_string(settings.live_port) +
+                 "' in another shell to see live results";
     }
-    if (int err = child.start(text); err != 0)
+    if (int err = child.start(with_banner(r, text, banner)); err != 0)
         throw LaunchError("cannot execute " + path + ": " + errno_text(err));
     bool ended_by_us = false;
     if (r.while_running) {
@@ -246,12 +254,8 @@ int run_tracked(const LaunchRequest& r) {
         throw LaunchError(std::string("cannot pass the settings to the payload: ") + e.what());
     }
     FileStamp before = FileStamp::of(output_abs);
-    if (!r.quiet) {
-        std::printf("Writing profile results into %s\n", shown.c_str());
-        std::fflush(stdout);
-    }
-
-    if (int err = child.start(text); err != 0)
+    std::string banner = r.quiet ? "" : "Writing profile results into " + shown;
+    if (int err = child.start(with_banner(r, text, banner)); err != 0)
         throw LaunchError("cannot execute " + path + ": " + errno_text(err));
     int status = child.wait();
 

@@ -49,9 +49,16 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
     }
     if (settings.empty()) ::_exit(127);  // the parent gave up (e.g. the output exists)
     if (spec.settings_arg >= 0) {
-        spec.argv[static_cast<size_t>(spec.settings_arg)] = settings;
+        // The values arrive separated by NULs, which no argument can hold.
+        size_t slot = static_cast<size_t>(spec.settings_arg);
+        for (size_t begin = 0; slot < spec.argv.size(); ++slot) {
+            size_t end = settings.find('\0', begin);
+            spec.argv[slot] = settings.substr(begin, end - begin);
+            if (end == std::string::npos) break;
+            begin = end + 1;
+        }
     } else {
-        spec.env.push_back("MEMRAY_SETTINGS=" + settings);
+        spec.env.push_back("MEMRAY_SETTINGS=" + settings.substr(0, settings.find('\0')));
     }
     if (spec.output_fd >= 0) {
         int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -137,7 +144,12 @@ PendingChild::~PendingChild() {
     close_fd(m_exec_error[0]);
 }
 
-int PendingChild::start(const std::string& settings) {
+int PendingChild::start(const std::vector<std::string>& values) {
+    std::string settings;
+    for (size_t i = 0; i < values.size(); ++i) {
+        if (i > 0) settings.push_back('\0');
+        settings += values[i];
+    }
     // A broken pipe here means the child died before reading; wait() tells how.
     struct sigaction ignore {}, old_pipe {};
     ignore.sa_handler = SIG_IGN;

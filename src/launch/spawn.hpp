@@ -12,8 +12,9 @@
 
 namespace memray::launch {
 
-// What the child execs. The settings go into argv[settings_arg] or, if that is negative, into
-// MEMRAY_SETTINGS in `env`.
+// What the child execs. The values start() sends (the settings, then for a Python target the
+// banner) go into argv[settings_arg], argv[settings_arg + 1], ... or, if settings_arg is
+// negative, the settings alone into MEMRAY_SETTINGS in `env`.
 struct ExecSpec {
     std::string path;
     std::vector<std::string> argv;
@@ -56,9 +57,9 @@ class PendingChild {
     PendingChild& operator=(const PendingChild&) = delete;
 
     pid_t pid() const { return m_pid; }
-    // Sends the settings and lets the child exec. Returns 0, or the errno of a failed exec (the
-    // child is reaped then).
-    int start(const std::string& settings);
+    // Sends the settings (and the values after them, see ExecSpec) and lets the child exec.
+    // Returns 0, or the errno of a failed exec (the child is reaped then).
+    int start(const std::vector<std::string>& values);
     // The child's wait status, once it has ended.
     int wait();
 

@@ -5,6 +5,7 @@ Python X.Y"). Also memray's global spellings -V (version) and -v (verbosity).
 usage: test_run_refusals.py MEMRAY
 """
 
+import glob
 import os
 import stat
 import sys
@@ -22,13 +23,24 @@ def refused(c, p, what, mention):
     c.check("Writing profile results" not in p.stdout, "%s: nothing was started" % what)
 
 
-def fake_python(work, version):
-    """An 'interpreter' that only knows its version, as `python -c ...` of Python X.Y would print
-    it first; it fails the test loudly if it is ever asked to run the target itself."""
+def old_python(version):
+    """A real interpreter of an untracked version from pyenv, or None."""
+    found = sorted(glob.glob(os.path.join(pythons.pyenv_root(), "versions", version + ".*",
+                                          "bin", "python")))
+    return found[-1] if found else None
+
+
+def simulated_python(work, python, version):
+    """Debian's interpreter made to report another version (sys.version_info, set by a
+    sitecustomize before any -c code runs): how a Python newer than 3.13 looks to the bootstrap."""
+    site = os.path.join(work, "site" + version)
+    os.makedirs(site, exist_ok=True)
+    major, minor = (int(x) for x in version.split("."))
+    with open(os.path.join(site, "sitecustomize.py"), "w") as f:
+        f.write("import sys\nsys.version_info = (%d, %d, 0, 'final', 0)\n" % (major, minor))
     path = os.path.join(work, "python" + version)
     with open(path, "w") as f:
-        f.write("#!/bin/sh\ncase \"$*\" in\n  *version_info*) echo %s;;\n"
-                "  *) echo RAN-THE-TARGET; touch %s/ran;;\nesac\n" % (version, work))
+        f.write('#!/bin/sh\nPYTHONPATH=%s exec %s "$@"\n' % (site, python))
     os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
     return path
 
@@ -78,20 +90,46 @@ def main():
     p = mrtest.run([memray, "run", "--python", python, "-o", os.path.join(work, "good.bin"), good])
     c.check(p.returncode == 0 and "GOOD 45" in p.stdout, "a valid script runs")
 
-    # Interpreters the payload cannot track, given as --python and found on PATH as python3.
-    for version in ("2.7", "3.7", "3.14"):
-        fake = fake_python(work, version)
-        for form, args in (("file", [good]), ("-m", ["-m", "json.tool"]), ("-c", ["-c", "pass"])):
-            p = mrtest.run([memray, "run", "--python", fake, "-o", os.path.join(work, "v.bin"),
-                            *args])
-            refused(c, p, "Python %s, %s" % (version, form), "unsupported Python " + version)
-            c.check(not os.path.exists(marker), "Python %s, %s: the target did not run" % (version, form))
+    # Interpreters the payload cannot track, given as --python and found on PATH as python3: the
+    # real old ones this machine has (the bootstrap must parse as far as its version check under
+    # 2.7) and ones that only say they are another version.
+    toucher = os.path.join(work, "toucher.py")
+    with open(toucher, "w") as f:
+        f.write("open(%r, 'w').close()\n" % marker)
+    interpreters = [(v, old_python(v)) for v in ("2.7", "3.6", "3.7")]
+    for v, path in interpreters:
+        if path is None:
+            print("note: no Python %s under %s/versions: only a simulated one" % (
+                v, pythons.pyenv_root()))
+    interpreters = [(v, p) for v, p in interpreters if p]
+    interpreters += [(v, simulated_python(work, python, v)) for v in ("3.7", "3.14")]
+    for version, interpreter in interpreters:
+        for form, args in (("file", [toucher]), ("-m", ["-m", "json.tool"]),
+                           ("-c", ["-c", "open(%r, 'w').close()" % marker])):
+            p = mrtest.run([memray, "run", "--python", interpreter,
+                            "-o", os.path.join(work, "v.bin"), *args])
+            what = "Python %s (%s), %s" % (version, interpreter, form)
+            refused(c, p, what, "unsupported Python " + version)
+            c.check(not os.path.exists(marker), "%s: the target did not run" % what)
     pathdir = os.path.join(work, "bin")
     os.mkdir(pathdir)
-    os.rename(fake_python(work, "2.7"), os.path.join(pathdir, "python3"))
+    os.symlink(interpreters[0][1], os.path.join(pathdir, "python3"))
     p = mrtest.run([memray, "run", "-o", os.path.join(work, "p.bin"), good],
                    env={"PATH": pathdir + ":" + os.environ.get("PATH", "")})
-    refused(c, p, "python3 on PATH is 2.7", "unsupported Python 2.7")
+    refused(c, p, "python3 on PATH is %s" % interpreters[0][0],
+            "unsupported Python " + interpreters[0][0])
+
+    # The live view checks before it takes the terminal (the program's output goes to a file).
+    # Its check runs with -E, which a simulated interpreter's PYTHONPATH does not survive.
+    p = mrtest.run([memray, "run", "--live", "--python", python, "-c", "if True print(1)"],
+                   timeout=60)
+    refused(c, p, "run --live of invalid code", k_invalid)
+    real = [(v, p) for v, p in interpreters if not p.startswith(work)]
+    if real:
+        p = mrtest.run([memray, "run", "--live", "--python", real[0][1], "-c", "pass"], timeout=60)
+        refused(c, p, "run --live under Python %s" % real[0][0], "unsupported Python " + real[0][0])
+    else:
+        print("note: no real Python 2.7-3.7 here: run --live's version check is not exercised")
 
     # memray's global options: -V / --version, -v (repeatable) before the subcommand.
     for flag in ("-V", "--version"):
