@@ -82,6 +82,7 @@ struct EncoderState {
     uint64_t address = 0;
     uint32_t node = 0;
     uint32_t last_node_id = 0;  // for Node record id deltas
+    uint64_t recent[k_recent_slots] = {};  // addresses of recent allocations (records.hpp)
     void reset() { *this = EncoderState{}; }
 };
 
@@ -210,10 +211,20 @@ inline void encode_allocation(ByteSink& out, EncoderState& st, Allocator kind, u
     out.put_varint(size);
     out.put_zvarint(int64_t(node) - int64_t(st.node));
     st.node = node;
+    st.recent[recent_slot(address)] = address;
 }
 
 inline void encode_deallocation(ByteSink& out, EncoderState& st, Allocator kind, uint64_t address,
                                 uint64_t size) {
+    if (kind != Allocator::Munmap) {
+        unsigned slot = recent_slot(address);
+        if (st.recent[slot] == address) {
+            out.put_u8(uint8_t((kind == Allocator::Free ? k_recent_free_tag_base
+                                                        : k_recent_pymalloc_free_tag_base) +
+                               slot));
+            return;
+        }
+    }
     out.put_u8(event_tag(kind));
     out.put_zvarint(int64_t(address - st.address));
     st.address = address;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 
 #include "format/block.hpp"
 
@@ -242,6 +243,7 @@ bool Reader::load_block() {
     m_address = 0;
     m_node = 0;
     m_last_node_id = 0;
+    std::fill(std::begin(m_recent), std::end(m_recent), 0);
     return true;
 }
 
@@ -270,8 +272,15 @@ Reader::Item Reader::next_slow() {
                 m_event.size = c.varint();
                 m_node = uint32_t(uint64_t(m_node) + uint64_t(c.zvarint()));
                 m_event.node = m_node;
+                m_recent[recent_slot(m_address)] = m_address;
             }
             if (!c.ok) corrupt("truncated event record");
+            m_pos = c.pos;
+            if (m_listener) m_listener->on_event(m_event);
+            return Item::Event;
+        }
+        if (is_recent_free_tag(tag)) {
+            decode_recent_free(tag);
             m_pos = c.pos;
             if (m_listener) m_listener->on_event(m_event);
             return Item::Event;
@@ -466,6 +475,7 @@ size_t Reader::next_events(Event* out, size_t max) {
     uint32_t node = m_node;
     uint32_t thread = m_thread;
     uint64_t time_us = m_time_us;
+    uint64_t* recent = m_recent;
     size_t n = 0;
     while (n < max && p <= limit) {
         uint8_t tag = *p;
@@ -488,6 +498,9 @@ size_t Reader::next_events(Event* out, size_t max) {
             uint64_t sized = alloc | (0 - uint64_t(kind == Allocator::Munmap));
             address += uint64_t(unzigzag(addr_delta));
             node += uint32_t(uint64_t(unzigzag(node_delta)) & alloc);
+            // Allocations fill the recent table; deallocations store into the spare slot.
+            recent[(recent_slot(address) & unsigned(alloc)) | (k_recent_slots & ~unsigned(alloc))] =
+                address;
             Event& e = out[n++];
             e.allocator = kind;
             e.thread = thread;
@@ -497,6 +510,15 @@ size_t Reader::next_events(Event* out, size_t max) {
             e.time_us = time_us;
             p = after_address + (uintptr_t(after_size - after_address) & sized) +
                 (uintptr_t(q - after_size) & alloc);
+        } else if (is_recent_free_tag(tag)) {
+            ++p;
+            Event& e = out[n++];
+            e.allocator = recent_free_kind(tag);
+            e.thread = thread;
+            e.address = recent[tag % k_recent_slots];
+            e.size = 0;
+            e.node = 0;
+            e.time_us = time_us;
         } else if (tag == uint8_t(Tag::Time)) {
             ++p;
             time_us += read_varint_unchecked(p);

@@ -169,9 +169,15 @@ class Reader {
     // short ends cleanly with truncated() == true. Inline fast path for plain events (the bulk of
     // a capture); everything else goes through next_slow().
     Item next() {
-        if (m_listener == nullptr && m_end - m_pos >= k_max_event_bytes && is_event_tag(*m_pos)) {
-            decode_event_unchecked();
-            return Item::Event;
+        if (m_listener == nullptr && m_end - m_pos >= k_max_event_bytes) {
+            if (is_event_tag(*m_pos)) {
+                decode_event_unchecked();
+                return Item::Event;
+            }
+            if (is_recent_free_tag(*m_pos)) {
+                decode_recent_free(*m_pos++);
+                return Item::Event;
+            }
         }
         return next_slow();
     }
@@ -250,8 +256,18 @@ class Reader {
             m_event.size = read_varint_unchecked(p);
             m_node = uint32_t(uint64_t(m_node) + uint64_t(unzigzag(read_varint_unchecked(p))));
             m_event.node = m_node;
+            m_recent[recent_slot(m_address)] = m_address;
         }
         m_pos = p;
+    }
+    // A one-byte free of the address a recent-table slot holds (records.hpp).
+    void decode_recent_free(uint8_t tag) {
+        m_event.allocator = recent_free_kind(tag);
+        m_event.address = m_recent[tag % k_recent_slots];
+        m_event.thread = m_thread;
+        m_event.time_us = m_time_us;
+        m_event.size = 0;
+        m_event.node = 0;
     }
     Item next_slow();
     void read_header();
@@ -280,6 +296,8 @@ class Reader {
     uint64_t m_address = 0;
     uint32_t m_node = 0;
     uint32_t m_last_node_id = 0;
+    // The recent table (records.hpp), plus a slot that next_events() stores deallocations into.
+    uint64_t m_recent[k_recent_slots + 1] = {};
 
     Event m_event;
     MemorySample m_sample;

@@ -20,9 +20,10 @@ namespace memray::format {
 // (code, node, thread, object) that precede it are known.
 inline constexpr uint8_t k_file_magic[8] = {'M', 'E', 'M', 'R', 'A', 'Y', 'C', 'P'};
 // History: 1 first release; 2 Node kind 2 (Python entry frame); 3 aggregated captures
-// (HeapSample, AggregateLocation, Checkpoint). A reader accepts exactly its own version: the
-// version is checked before anything else in the file is read.
-inline constexpr uint32_t k_format_version = 3;
+// (HeapSample, AggregateLocation, Checkpoint); 4 one-byte frees of recent allocations (tags
+// 0x40-0xbf). A reader accepts exactly its own version: the version is checked before anything
+// else in the file is read.
+inline constexpr uint32_t k_format_version = 4;
 inline constexpr uint32_t k_block_magic = 0x4b4c424d;  // "MBLK" little-endian
 inline constexpr size_t k_block_header_size = 17;
 // A writer never produces larger blocks; a reader rejects them (protects against corrupt lengths).
@@ -156,12 +157,32 @@ enum class Tag : uint8_t {
     //   Munmap:                zvarint address delta, varint size
     // Deltas are against the previous event of the same block (address) and the previous
     // allocation of the same block (node).
+    // Recent frees (below): one byte, no fields.
 };
 inline constexpr uint8_t k_event_tag_base = 0x20;
 
 constexpr uint8_t event_tag(Allocator a) { return uint8_t(k_event_tag_base + uint8_t(a)); }
 constexpr bool is_event_tag(uint8_t tag) {
     return tag > k_event_tag_base && tag <= k_event_tag_base + k_allocator_max;
+}
+
+// The recent table: k_recent_slots addresses, zero at the start of every block; every allocation
+// event (any allocation kind) stores its address at recent_slot(address). A Free or PymallocFree
+// of the address a slot holds is written as one byte, k_recent_free_tag_base + slot or
+// k_recent_pymalloc_free_tag_base + slot, and leaves the address delta state alone. Short-lived
+// objects are freed within a few dozen allocations: on malloc-heavy Python ~44% of frees, -16% of
+// the compressed capture.
+inline constexpr unsigned k_recent_slots = 64;
+inline constexpr uint8_t k_recent_free_tag_base = 0x40;
+inline constexpr uint8_t k_recent_pymalloc_free_tag_base = 0x80;
+constexpr unsigned recent_slot(uint64_t address) {
+    return unsigned(((address >> 4) * 0x9E3779B97F4A7C15ull) >> 58);  // top 6 bits: 64 slots
+}
+constexpr bool is_recent_free_tag(uint8_t tag) {
+    return tag >= k_recent_free_tag_base && tag < k_recent_pymalloc_free_tag_base + k_recent_slots;
+}
+constexpr Allocator recent_free_kind(uint8_t tag) {
+    return tag < k_recent_pymalloc_free_tag_base ? Allocator::Free : Allocator::PymallocFree;
 }
 
 // PythonEntry is only a record value: readers give StackNode{kind Python, entry true}.

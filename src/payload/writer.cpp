@@ -210,13 +210,13 @@ void flush_block() noexcept {
 }
 
 // Encodes one unit (a record, or an event with its thread switch and time) atomically: when it
-// does not fit, the block is flushed and the unit encoded again into the fresh block.
+// does not fit, the block is flushed and the unit encoded again into the fresh block. The delta
+// state the failed attempt changed needs no undoing: flush_block() resets it for the new block.
 template <class F>
 void emit(F&& encode) noexcept {
     if (g_session.failed.load(std::memory_order_relaxed)) return;
     for (int attempt = 0; attempt < 2; ++attempt) {
         uint8_t* mark = g_session.block.pos;
-        EncoderState saved = g_session.enc;
         encode();
         if (!g_session.block.overflow) {
             if (g_session.block.size() >= k_block_target) flush_block();
@@ -224,7 +224,6 @@ void emit(F&& encode) noexcept {
         }
         g_session.block.pos = mark;
         g_session.block.overflow = false;
-        g_session.enc = saved;
         flush_block();
     }
     log(LogLevel::Warning, "warning: a record larger than a block was dropped");

@@ -3,8 +3,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -290,6 +292,102 @@ TEST_CASE("any single corrupted byte gives a clean error or a clean read, never 
         // Block bytes are checksummed: flipping any of them must be noticed.
         CHECK(errors > 0);
     }
+}
+
+TEST_CASE("frees of recent allocations are one byte and read back the same through every path") {
+    // Random allocations and frees over three blocks, mostly of live addresses soon after their
+    // allocation (recent-table hits), some long after (evicted), some of addresses from an
+    // earlier block (the table restarts with the block), with both free kinds and munmaps.
+    CaptureBuilder b(Codec::Raw);
+    auto& s = b.sink();
+    auto& st = b.state();
+    encode_thread_info(s, 1, 1001, "MainThread");
+    encode_native_node(s, st, 1, 0, 0x401000);
+    encode_thread_switch(s, st, 1);
+    std::mt19937_64 rng(42);
+    std::vector<Event> expected;
+    std::vector<uint64_t> live;
+    size_t one_byte = 0, frees = 0;
+    for (int i = 0; i < 30000; ++i) {
+        if (i == 10000 || i == 20000) {
+            b.flush_block();
+            encode_thread_switch(s, st, 1);
+        }
+        Event e{};
+        e.thread = 1;
+        bool pymalloc = rng() % 3 == 0;
+        if (live.empty() || rng() % 2 == 0) {
+            e.address = 0x10000 + (rng() % 4096) * 16;
+            e.size = 1 + rng() % 300;
+            e.node = 1;
+            bool mapped = rng() % 50 == 0;
+            e.allocator = mapped ? Allocator::Mmap
+                                 : pymalloc ? Allocator::PymallocMalloc : Allocator::Malloc;
+            encode_allocation(s, st, e.allocator, e.address, e.size, e.node);
+            live.push_back(e.address);
+        } else {
+            // Mostly one of the last few allocations, sometimes any live one.
+            size_t back = rng() % 4 ? rng() % std::min<size_t>(live.size(), 8) : rng() % live.size();
+            size_t at = live.size() - 1 - back;
+            e.address = live[at];
+            live.erase(live.begin() + long(at));
+            e.allocator = rng() % 50 == 0 ? Allocator::Munmap
+                                          : pymalloc ? Allocator::PymallocFree : Allocator::Free;
+            if (e.allocator == Allocator::Munmap) e.size = 4096;
+            size_t before = s.size();
+            encode_deallocation(s, st, e.allocator, e.address, e.size);
+            if (e.allocator != Allocator::Munmap) {
+                ++frees;
+                one_byte += s.size() - before == 1;
+            } else {
+                CHECK(s.size() - before > 1);  // an munmap always carries its address and size
+            }
+        }
+        expected.push_back(e);
+    }
+    b.flush_block();
+    CHECK(one_byte > frees / 3);
+    CHECK(one_byte < frees);
+    std::string path = b.write("recent");
+    auto same = [&](const std::vector<Event>& got, const char* how) {
+        INFO(how);
+        REQUIRE(got.size() == expected.size());
+        size_t wrong = 0;
+        for (size_t i = 0; i < got.size(); ++i) {
+            const Event &g = got[i], &x = expected[i];
+            wrong += g.allocator != x.allocator || g.address != x.address || g.size != x.size ||
+                     g.node != x.node || g.thread != x.thread;
+        }
+        CHECK(wrong == 0);
+    };
+    {
+        Reader r(path);
+        same(read_everything(r).events, "next()");
+    }
+    {
+        struct Events : RecordListener {
+            std::vector<Event> events;
+            void on_event(const Event& e) override { events.push_back(e); }
+        } listener;
+        Reader r(path);
+        r.read_all(listener);
+        same(listener.events, "a listener (the checked decoder)");
+    }
+    {
+        Reader r(path);
+        std::vector<Event> got;
+        Event buf[64];
+        for (;;) {
+            size_t n = r.next_events(buf, 64);
+            got.insert(got.end(), buf, buf + n);
+            if (n) continue;
+            auto item = r.next();
+            if (item == Reader::Item::End) break;
+            if (item == Reader::Item::Event) got.push_back(r.event());
+        }
+        same(got, "next_events()");
+    }
+    std::remove(path.c_str());
 }
 
 TEST_CASE("varints round trip at their edges") {
