@@ -82,7 +82,8 @@ struct EncoderState {
     uint64_t address = 0;
     uint32_t node = 0;
     uint32_t last_node_id = 0;  // for Node record id deltas
-    uint64_t recent[k_recent_slots] = {};  // addresses of recent allocations (records.hpp)
+    uint64_t allocated[k_recent_slots] = {};  // the recent tables (records.hpp)
+    uint64_t freed[k_recent_slots] = {};
     void reset() { *this = EncoderState{}; }
 };
 
@@ -205,23 +206,30 @@ inline void encode_memory_sample(ByteSink& out, uint64_t time_us, uint64_t rss) 
 
 inline void encode_allocation(ByteSink& out, EncoderState& st, Allocator kind, uint64_t address,
                               uint64_t size, uint32_t node) {
-    out.put_u8(event_tag(kind));
-    out.put_zvarint(int64_t(address - st.address));
-    st.address = address;
+    unsigned slot = recent_slot(address);
+    if ((kind == Allocator::Malloc || kind == Allocator::PymallocMalloc) &&
+        st.freed[slot] == address) {
+        out.put_u8(uint8_t(
+            (kind == Allocator::Malloc ? k_recent_malloc_tag : k_recent_pymalloc_malloc_tag) + slot));
+    } else {
+        out.put_u8(event_tag(kind));
+        out.put_zvarint(int64_t(address - st.address));
+        st.address = address;
+    }
     out.put_varint(size);
     out.put_zvarint(int64_t(node) - int64_t(st.node));
     st.node = node;
-    st.recent[recent_slot(address)] = address;
+    st.allocated[slot] = address;
 }
 
 inline void encode_deallocation(ByteSink& out, EncoderState& st, Allocator kind, uint64_t address,
                                 uint64_t size) {
     if (kind != Allocator::Munmap) {
         unsigned slot = recent_slot(address);
-        if (st.recent[slot] == address) {
-            out.put_u8(uint8_t((kind == Allocator::Free ? k_recent_free_tag_base
-                                                        : k_recent_pymalloc_free_tag_base) +
-                               slot));
+        st.freed[slot] = address;
+        if (st.allocated[slot] == address) {
+            out.put_u8(uint8_t(
+                (kind == Allocator::Free ? k_recent_free_tag : k_recent_pymalloc_free_tag) + slot));
             return;
         }
     }

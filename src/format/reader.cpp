@@ -266,7 +266,8 @@ Reader::Item Reader::next_slow() {
             m_event.thread = m_thread;
             m_event.time_us = m_time_us;
             if (is_deallocator(kind)) {
-                m_event.size = kind == Allocator::Munmap ? c.varint() : 0;
+                if (kind == Allocator::Munmap) m_event.size = c.varint();
+                else m_event.size = 0, m_recent[k_recent_slots + recent_slot(m_address)] = m_address;
                 m_event.node = 0;
             } else {
                 m_event.size = c.varint();
@@ -279,8 +280,24 @@ Reader::Item Reader::next_slow() {
             if (m_listener) m_listener->on_event(m_event);
             return Item::Event;
         }
-        if (is_recent_free_tag(tag)) {
-            decode_recent_free(tag);
+        if (is_recent_tag(tag)) {
+            unsigned slot = tag % k_recent_slots;
+            m_event.allocator = recent_kind(tag);
+            m_event.thread = m_thread;
+            m_event.time_us = m_time_us;
+            if (is_recent_free_tag(tag)) {
+                m_event.address = m_recent[slot];
+                m_recent[k_recent_slots + slot] = m_event.address;
+                m_event.size = 0;
+                m_event.node = 0;
+            } else {
+                m_event.address = m_recent[k_recent_slots + slot];
+                m_recent[slot] = m_event.address;
+                m_event.size = c.varint();
+                m_node = uint32_t(uint64_t(m_node) + uint64_t(c.zvarint()));
+                m_event.node = m_node;
+                if (!c.ok) corrupt("truncated event record");
+            }
             m_pos = c.pos;
             if (m_listener) m_listener->on_event(m_event);
             return Item::Event;
@@ -498,9 +515,11 @@ size_t Reader::next_events(Event* out, size_t max) {
             uint64_t sized = alloc | (0 - uint64_t(kind == Allocator::Munmap));
             address += uint64_t(unzigzag(addr_delta));
             node += uint32_t(uint64_t(unzigzag(node_delta)) & alloc);
-            // Allocations fill the recent table; deallocations store into the spare slot.
-            recent[(recent_slot(address) & unsigned(alloc)) | (k_recent_slots & ~unsigned(alloc))] =
-                address;
+            // Allocations fill `allocated`, frees `freed`, an Munmap the spare slot.
+            unsigned slot = recent_slot(address);
+            unsigned table = kind == Allocator::Munmap ? 2 * k_recent_slots
+                                                       : unsigned(dealloc) * k_recent_slots + slot;
+            recent[table] = address;
             Event& e = out[n++];
             e.allocator = kind;
             e.thread = thread;
@@ -510,15 +529,26 @@ size_t Reader::next_events(Event* out, size_t max) {
             e.time_us = time_us;
             p = after_address + (uintptr_t(after_size - after_address) & sized) +
                 (uintptr_t(q - after_size) & alloc);
-        } else if (is_recent_free_tag(tag)) {
-            ++p;
+        } else if (is_recent_tag(tag)) {
+            // RecentFree / RecentMalloc: the address from one table, copied into the other.
+            unsigned slot = tag % k_recent_slots;
+            bool is_free = is_recent_free_tag(tag);
+            uint64_t at = recent[(is_free ? 0 : k_recent_slots) + slot];
+            recent[(is_free ? k_recent_slots : 0) + slot] = at;
             Event& e = out[n++];
-            e.allocator = recent_free_kind(tag);
+            e.allocator = recent_kind(tag);
             e.thread = thread;
-            e.address = recent[tag % k_recent_slots];
-            e.size = 0;
-            e.node = 0;
+            e.address = at;
             e.time_us = time_us;
+            ++p;
+            if (is_free) {
+                e.size = 0;
+                e.node = 0;
+            } else {
+                e.size = read_varint_unchecked(p);
+                node += uint32_t(uint64_t(unzigzag(read_varint_unchecked(p))));
+                e.node = node;
+            }
         } else if (tag == uint8_t(Tag::Time)) {
             ++p;
             time_us += read_varint_unchecked(p);

@@ -174,8 +174,8 @@ class Reader {
                 decode_event_unchecked();
                 return Item::Event;
             }
-            if (is_recent_free_tag(*m_pos)) {
-                decode_recent_free(*m_pos++);
+            if (is_recent_tag(*m_pos)) {
+                decode_recent_unchecked();
                 return Item::Event;
             }
         }
@@ -250,7 +250,8 @@ class Reader {
         m_event.thread = m_thread;
         m_event.time_us = m_time_us;
         if (is_deallocator(kind)) {
-            m_event.size = kind == Allocator::Munmap ? read_varint_unchecked(p) : 0;
+            if (kind == Allocator::Munmap) m_event.size = read_varint_unchecked(p);
+            else m_event.size = 0, m_recent[k_recent_slots + recent_slot(m_address)] = m_address;
             m_event.node = 0;
         } else {
             m_event.size = read_varint_unchecked(p);
@@ -260,14 +261,27 @@ class Reader {
         }
         m_pos = p;
     }
-    // A one-byte free of the address a recent-table slot holds (records.hpp).
-    void decode_recent_free(uint8_t tag) {
-        m_event.allocator = recent_free_kind(tag);
-        m_event.address = m_recent[tag % k_recent_slots];
+    // RecentFree / RecentMalloc (records.hpp), unchecked like decode_event_unchecked().
+    void decode_recent_unchecked() {
+        const uint8_t* p = m_pos;
+        uint8_t tag = *p++;
+        unsigned slot = tag % k_recent_slots;
+        m_event.allocator = recent_kind(tag);
         m_event.thread = m_thread;
         m_event.time_us = m_time_us;
-        m_event.size = 0;
-        m_event.node = 0;
+        if (is_recent_free_tag(tag)) {
+            m_event.address = m_recent[slot];
+            m_recent[k_recent_slots + slot] = m_event.address;
+            m_event.size = 0;
+            m_event.node = 0;
+        } else {
+            m_event.address = m_recent[k_recent_slots + slot];
+            m_recent[slot] = m_event.address;
+            m_event.size = read_varint_unchecked(p);
+            m_node = uint32_t(uint64_t(m_node) + uint64_t(unzigzag(read_varint_unchecked(p))));
+            m_event.node = m_node;
+        }
+        m_pos = p;
     }
     Item next_slow();
     void read_header();
@@ -296,8 +310,9 @@ class Reader {
     uint64_t m_address = 0;
     uint32_t m_node = 0;
     uint32_t m_last_node_id = 0;
-    // The recent table (records.hpp), plus a slot that next_events() stores deallocations into.
-    uint64_t m_recent[k_recent_slots + 1] = {};
+    // The recent tables (records.hpp): `allocated` at [0, k_recent_slots), `freed` after it, and
+    // a spare slot that next_events() stores an Munmap's address into.
+    uint64_t m_recent[2 * k_recent_slots + 1] = {};
 
     Event m_event;
     MemorySample m_sample;

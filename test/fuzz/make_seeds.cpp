@@ -49,6 +49,11 @@ std::vector<uint8_t> make(Codec codec, int variant) {
                           uint64_t(i) * 100 + 1, i % 2 ? 1 : 2);
         if (i % 3 == 0) encode_deallocation(s, st, Allocator::Free, 0x10000 + i * 64, 0);
     }
+    // The short records (RecentMalloc, RecentFree) of both kinds: allocations at freed addresses.
+    encode_allocation(s, st, Allocator::Malloc, 0x10000 + 3 * 64, 48, 1);
+    encode_deallocation(s, st, Allocator::PymallocFree, 0x10000 + 4 * 64, 0);
+    encode_allocation(s, st, Allocator::PymallocMalloc, 0x10000 + 4 * 64, 32, 2);
+    encode_deallocation(s, st, Allocator::PymallocFree, 0x10000 + 4 * 64, 0);
     encode_memory_sample(s, 9000, 1 << 20);
     flush();
     encode_allocation(s, st, Allocator::Mmap, 0x7f0000000000, 8192, 2);

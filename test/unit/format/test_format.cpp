@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -294,20 +295,25 @@ TEST_CASE("any single corrupted byte gives a clean error or a clean read, never 
     }
 }
 
-TEST_CASE("frees of recent allocations are one byte and read back the same through every path") {
-    // Random allocations and frees over three blocks, mostly of live addresses soon after their
-    // allocation (recent-table hits), some long after (evicted), some of addresses from an
-    // earlier block (the table restarts with the block), with both free kinds and munmaps.
+TEST_CASE("recent frees and allocations are short and read back the same through every path") {
+    // Random allocations and frees over three blocks, as allocators make them: most frees of an
+    // address allocated shortly before (RecentFree), many allocations at an address freed shortly
+    // before (RecentMalloc), others long after (evicted from the tables), some of addresses from
+    // an earlier block (the tables restart with the block), with every kind that has a short
+    // form, the kinds that do not, and munmaps.
     CaptureBuilder b(Codec::Raw);
     auto& s = b.sink();
     auto& st = b.state();
     encode_thread_info(s, 1, 1001, "MainThread");
     encode_native_node(s, st, 1, 0, 0x401000);
+    encode_native_node(s, st, 2, 1, 0x401100);
     encode_thread_switch(s, st, 1);
     std::mt19937_64 rng(42);
     std::vector<Event> expected;
-    std::vector<uint64_t> live;
-    size_t one_byte = 0, frees = 0;
+    std::vector<uint64_t> live, freed;
+    size_t short_frees = 0, frees = 0, short_mallocs = 0, mallocs = 0;
+    const Allocator alloc_kinds[] = {Allocator::Malloc, Allocator::PymallocMalloc, Allocator::Calloc,
+                                     Allocator::Realloc, Allocator::Mmap};
     for (int i = 0; i < 30000; ++i) {
         if (i == 10000 || i == 20000) {
             b.flush_block();
@@ -317,13 +323,24 @@ TEST_CASE("frees of recent allocations are one byte and read back the same throu
         e.thread = 1;
         bool pymalloc = rng() % 3 == 0;
         if (live.empty() || rng() % 2 == 0) {
-            e.address = 0x10000 + (rng() % 4096) * 16;
+            if (!freed.empty() && rng() % 2 == 0) {
+                e.address = freed[freed.size() - 1 - rng() % std::min<size_t>(freed.size(), 4)];
+            } else {
+                e.address = 0x10000 + (rng() % 4096) * 16;
+            }
             e.size = 1 + rng() % 300;
-            e.node = 1;
-            bool mapped = rng() % 50 == 0;
-            e.allocator = mapped ? Allocator::Mmap
-                                 : pymalloc ? Allocator::PymallocMalloc : Allocator::Malloc;
+            e.node = 1 + uint32_t(rng() % 2);
+            e.allocator = rng() % 4 ? (pymalloc ? Allocator::PymallocMalloc : Allocator::Malloc)
+                                    : alloc_kinds[rng() % std::size(alloc_kinds)];
+            uint8_t* at = s.pos;
             encode_allocation(s, st, e.allocator, e.address, e.size, e.node);
+            bool short_form = *at >= k_recent_malloc_tag && *at < 0xc0;
+            CHECK((!short_form || e.allocator == Allocator::Malloc ||
+                   e.allocator == Allocator::PymallocMalloc));
+            if (e.allocator == Allocator::Malloc || e.allocator == Allocator::PymallocMalloc) {
+                ++mallocs;
+                short_mallocs += short_form;
+            }
             live.push_back(e.address);
         } else {
             // Mostly one of the last few allocations, sometimes any live one.
@@ -338,7 +355,8 @@ TEST_CASE("frees of recent allocations are one byte and read back the same throu
             encode_deallocation(s, st, e.allocator, e.address, e.size);
             if (e.allocator != Allocator::Munmap) {
                 ++frees;
-                one_byte += s.size() - before == 1;
+                short_frees += s.size() - before == 1;
+                freed.push_back(e.address);
             } else {
                 CHECK(s.size() - before > 1);  // an munmap always carries its address and size
             }
@@ -346,8 +364,10 @@ TEST_CASE("frees of recent allocations are one byte and read back the same throu
         expected.push_back(e);
     }
     b.flush_block();
-    CHECK(one_byte > frees / 3);
-    CHECK(one_byte < frees);
+    CHECK(short_frees > frees / 3);
+    CHECK(short_frees < frees);
+    CHECK(short_mallocs > mallocs / 5);
+    CHECK(short_mallocs < mallocs);
     std::string path = b.write("recent");
     auto same = [&](const std::vector<Event>& got, const char* how) {
         INFO(how);
