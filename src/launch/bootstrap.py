@@ -146,9 +146,12 @@ def _memray_run():
         code = _memray_compile(target, filename)
     if not payload:
         return  # only checking
-    if banner:
-        sys.stdout.write(banner + "\n")
-        sys.stdout.flush()
+    if banner and sys.stdout is not None:
+        try:
+            sys.stdout.write(banner + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass  # a closed or broken stdout: the CLI's own print would have failed quietly too
 
     if mode == "module":
         if modify_path:
