@@ -75,6 +75,30 @@ struct ByteSink {
     void put_string(const char* s) { put_bytes(s, s ? std::strlen(s) : 0); }
 };
 
+// A sink without bounds checks for the writer's hot path: the caller guarantees
+// k_unchecked_room bytes of room, enough for a thread switch, a time record and an event (each
+// varint at most 9 bytes) plus the 8 bytes put_varint may store past its value.
+struct UncheckedSink {
+    uint8_t* pos;
+    static constexpr size_t k_unchecked_room = (1 + 9) + (1 + 9) + (1 + 3 * 9) + 8;
+
+    void put_u8(uint8_t v) { *pos++ = v; }
+    void put_varint(uint64_t v) {
+        unsigned bits = 64u - unsigned(__builtin_clzll(v | 1));
+        unsigned n = (bits + 6) / 7;
+        if (n > 8) [[unlikely]] {
+            *pos++ = 0;
+            std::memcpy(pos, &v, 8);
+            pos += 8;
+            return;
+        }
+        uint64_t w = (v << n) | (uint64_t(1) << (n - 1));
+        std::memcpy(pos, &w, 8);
+        pos += n;
+    }
+    void put_zvarint(int64_t v) { put_varint((uint64_t(v) << 1) ^ uint64_t(v >> 63)); }
+};
+
 // Delta state of one block. Reset it whenever a new block starts.
 struct EncoderState {
     uint64_t time_us = 0;
@@ -119,7 +143,8 @@ inline void encode_file_header(ByteSink& out, const HeaderFields& h) {
 
 // Emits a Time record only when `time_us` moved on by at least 1 ms since the last one, so events
 // cost nothing for time and temporal reports still get millisecond resolution.
-inline void encode_time(ByteSink& out, EncoderState& st, uint64_t time_us, bool force = false) {
+template <class Sink>
+inline void encode_time(Sink& out, EncoderState& st, uint64_t time_us, bool force = false) {
     if (!force && st.time_us != 0 && time_us < st.time_us + 1000) return;
     if (time_us < st.time_us) return;  // never go back in time within a block
     out.put_u8(uint8_t(Tag::Time));
@@ -127,7 +152,8 @@ inline void encode_time(ByteSink& out, EncoderState& st, uint64_t time_us, bool 
     st.time_us = time_us;
 }
 
-inline void encode_thread_switch(ByteSink& out, EncoderState& st, uint32_t thread) {
+template <class Sink>
+inline void encode_thread_switch(Sink& out, EncoderState& st, uint32_t thread) {
     if (st.thread == thread) return;
     out.put_u8(uint8_t(Tag::ThreadSwitch));
     out.put_varint(thread);
@@ -204,8 +230,9 @@ inline void encode_memory_sample(ByteSink& out, uint64_t time_us, uint64_t rss) 
     out.put_varint(rss);
 }
 
-inline void encode_allocation(ByteSink& out, EncoderState& st, Allocator kind, uint64_t address,
-                              uint64_t size, uint32_t node) {
+template <class Sink>
+inline void encode_allocation(Sink& out, EncoderState& st, Allocator kind, uint64_t address,
+                          uint64_t size, uint32_t node) {
     unsigned slot = recent_slot(address);
     if ((kind == Allocator::Malloc || kind == Allocator::PymallocMalloc) &&
         st.freed[slot] == address) {
@@ -222,8 +249,9 @@ inline void encode_allocation(ByteSink& out, EncoderState& st, Allocator kind, u
     st.allocated[slot] = address;
 }
 
-inline void encode_deallocation(ByteSink& out, EncoderState& st, Allocator kind, uint64_t address,
-                                uint64_t size) {
+template <class Sink>
+inline void encode_deallocation(Sink& out, EncoderState& st, Allocator kind, uint64_t address,
+                            uint64_t size) {
     if (kind != Allocator::Munmap) {
         unsigned slot = recent_slot(address);
         st.freed[slot] = address;

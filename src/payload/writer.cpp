@@ -384,13 +384,24 @@ void emit_event(ThreadState* s, const RawEvent& e, uint64_t ahead) noexcept {
         aggregate_event(index, kind, e.address, e.size, e.node, t, ahead);
         return;
     }
-    emit([&] {
-        encode_thread_switch(g_session.block, g_session.enc, index);
-        encode_time(g_session.block, g_session.enc, t);
-        if (is_deallocator(kind))
-            encode_deallocation(g_session.block, g_session.enc, kind, e.address, e.size);
-        else encode_allocation(g_session.block, g_session.enc, kind, e.address, e.size, e.node);
-    });
+    auto encode = [&](auto& sink) {
+        encode_thread_switch(sink, g_session.enc, index);
+        encode_time(sink, g_session.enc, t);
+        if (is_deallocator(kind)) encode_deallocation(sink, g_session.enc, kind, e.address, e.size);
+        else encode_allocation(sink, g_session.enc, kind, e.address, e.size, e.node);
+    };
+    // Nearly always the block has room for the largest event: encode it without a bounds check
+    // per byte (a third of the writer's encoding time on native churn).
+    ByteSink& block = g_session.block;
+    if (block.room() >= UncheckedSink::k_unchecked_room &&
+        !g_session.failed.load(std::memory_order_relaxed)) [[likely]] {
+        UncheckedSink fast{block.pos};
+        encode(fast);
+        block.pos = fast.pos;
+        if (block.size() >= k_block_target) flush_block();
+        return;
+    }
+    emit([&] { encode(block); });
 }
 
 void emit_location(const AggregateLocationView& v, void* written) noexcept {

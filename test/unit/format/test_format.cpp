@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <random>
@@ -408,6 +409,38 @@ TEST_CASE("recent frees and allocations are short and read back the same through
         same(got, "next_events()");
     }
     std::remove(path.c_str());
+}
+
+TEST_CASE("the writer's unchecked sink writes the same bytes as the checked one") {
+    std::vector<uint8_t> a(1 << 16), u(1 << 16);
+    ByteSink checked(a.data(), a.size());
+    UncheckedSink unchecked{u.data()};
+    EncoderState sa, su;
+    std::mt19937_64 rng(7);
+    const uint64_t edges[] = {0, 1, 127, 128, (uint64_t(1) << 56) - 1, uint64_t(1) << 56, ~uint64_t(0)};
+    for (int i = 0; i < 2000; ++i) {
+        uint32_t thread = 1 + uint32_t(rng() % 3);
+        uint64_t time = uint64_t(i) * 700;
+        uint64_t address = i % 50 == 0 ? edges[rng() % std::size(edges)] : 0x10000 + rng() % 64 * 16;
+        uint64_t size = i % 40 == 0 ? edges[rng() % std::size(edges)] : rng() % 600;
+        auto kind = Allocator(1 + rng() % k_allocator_max);
+        encode_thread_switch(checked, sa, thread);
+        encode_thread_switch(unchecked, su, thread);
+        encode_time(checked, sa, time);
+        encode_time(unchecked, su, time);
+        if (is_deallocator(kind)) {
+            encode_deallocation(checked, sa, kind, address, size);
+            encode_deallocation(unchecked, su, kind, address, size);
+        } else {
+            uint32_t node = uint32_t(rng() % 5);
+            encode_allocation(checked, sa, kind, address, size, node);
+            encode_allocation(unchecked, su, kind, address, size, node);
+        }
+        REQUIRE(!checked.overflow);
+    }
+    size_t n = size_t(unchecked.pos - u.data());
+    REQUIRE(n == checked.size());
+    CHECK(std::memcmp(a.data(), u.data(), n) == 0);
 }
 
 TEST_CASE("varints round trip at their edges") {
