@@ -93,6 +93,7 @@ struct WriterState {
         uint64_t allocations = 0;
         uint64_t deallocations = 0;
         uint64_t last_time_us = 0;
+        uint32_t raw_blocks_left = 0;  // see flush_block()
         // The clock line (see "Clock" below).
         uint64_t tick0 = 0;
         uint64_t ns0 = 0;
@@ -197,12 +198,26 @@ bool write_all(const uint8_t* p, size_t n) noexcept {
     return rc == 0;
 }
 
+// A block that lz4 cannot shrink by a tenth (native programs' events: address deltas, little
+// repetition) costs ~7 ns an event to compress for ~4%: after one, the next k_raw_blocks_after
+// blocks are stored raw, then lz4 is tried again. Python programs' blocks shrink 2-3x and are
+// always compressed.
+constexpr uint32_t k_raw_blocks_after = 15;
+
 void flush_block() noexcept {
-    if (g_session.block.size() && !g_session.failed.load(std::memory_order_relaxed)) {
-        size_t framed = frame_block(g_buffers.raw, g_session.block.size(), g_session.codec,
-                                    g_buffers.framed, g_buffers.framed_capacity);
+    size_t raw_len = g_session.block.size();
+    if (raw_len && !g_session.failed.load(std::memory_order_relaxed)) {
+        Codec codec = g_session.codec;
+        if (codec == Codec::Lz4 && g_session.raw_blocks_left > 0) {
+            codec = Codec::Raw;
+            --g_session.raw_blocks_left;
+        }
+        size_t framed = frame_block(g_buffers.raw, raw_len, codec, g_buffers.framed,
+                                    g_buffers.framed_capacity);
         if (framed == 0) fail(EOVERFLOW);
         else write_all(g_buffers.framed, framed);
+        if (codec == Codec::Lz4 && framed - k_block_header_size > raw_len - raw_len / 10)
+            g_session.raw_blocks_left = k_raw_blocks_after;
     }
     g_session.block.clear();
     g_session.enc.reset();

@@ -1,8 +1,10 @@
 """`memray run --compress-on-exit` (memray's default, spelled out) and `--no-compress`: the same
 meaning as in `memray attach` (test/attach/test_options.py): lz4 blocks or raw blocks, told apart
-by the header's compressed flag, and both captures hold the same allocations.
+by the header's compressed flag, and both captures hold the same allocations. A compressed
+capture stores raw the blocks that lz4 cannot shrink by a tenth (a native churn of random
+addresses), retrying lz4 every 16th block, and still holds every allocation.
 
-usage: test_compress_flags.py MEMRAY FORK_TARGET
+usage: test_compress_flags.py MEMRAY FORK_TARGET NATIVE_CHURN
 """
 
 import os
@@ -15,7 +17,7 @@ k_flag_compressed = 1 << 3  # format::k_flag_compressed (src/format/records.hpp)
 
 
 def main():
-    memray, program = sys.argv[1:3]
+    memray, program, churn = sys.argv[1:4]
     work = mrtest.scratch_dir("compress")
     c = mrtest.Checker("compress-flags")
     for extra, compressed in (([], True), (["--compress-on-exit"], True),
@@ -35,6 +37,30 @@ def main():
         for _, kind, size, count in expect:
             got = sum(1 for e in cap.events if e["kind"] == kind and e["size"] == size)
             c.equal(got, count, "%s: %s of %d bytes" % (what, kind, size))
+    # Incompressible blocks: mostly raw, lz4 retried (and again not kept) every 16th block.
+    n = 400000
+    for extra, compressed in (([], True), (["--no-compress"], False)):
+        out = os.path.join(work, "churn%d.bin" % len(os.listdir(work)))
+        p = mrtest.memray_run(memray, out, [churn, str(n)], extra=extra)
+        what = "native churn %s" % (extra[0] if extra else "(default)")
+        c.equal(p.returncode, 0, what + ": exit code")
+        p, cap = mrtest.parse_capture(memray, out)
+        blocks = re.findall(r"^BLOCK offset=\d+ codec=(\w+) raw_len=(\d+) stored_len=(\d+)",
+                            p.stdout, re.M)
+        if not c.check(cap is not None and cap.trailer is not None and len(blocks) > 20,
+                       what + ": a finalized capture of many blocks (%d)" % len(blocks)):
+            continue
+        # The workload's mallocs are 8-519 bytes (stdio's buffer is the one larger malloc).
+        c.equal(sum(1 for e in cap.events if e["kind"] == "MALLOC" and e["size"] < 520), n,
+                what + ": every malloc")
+        codecs = "".join("z" if codec == "lz4" else "r" for codec, _, _ in blocks)
+        if compressed:
+            c.check("rrrrrrrr" in codecs, what + ": incompressible blocks stored raw: " + codecs)
+            c.check("r" * 16 not in codecs, what + ": lz4 tried again every 16th block: " + codecs)
+            c.check(all(int(stored) <= int(raw) for _, raw, stored in blocks),
+                    what + ": no block grows")
+        else:
+            c.equal(codecs, "r" * len(blocks), what + ": every block raw")
     p = mrtest.run([memray, "run", "--compress-on-exit", "--no-compress", "-o",
                     os.path.join(work, "both.bin"), "--", program])
     c.equal(p.returncode, 2, "run --compress-on-exit --no-compress is refused")
