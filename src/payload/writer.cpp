@@ -40,6 +40,7 @@ constexpr uint64_t k_flush_interval_ns = 1000000000;  // at most ~1 s lost on SI
 constexpr uint64_t k_sample_interval_ns = 10000000;
 constexpr long k_tick_ns = 10000000;
 constexpr uint64_t k_prefetch_ahead = 8;  // events: --aggregate's live-table slots fetched ahead
+constexpr uint64_t k_ring_read_ahead = 16;  // events: ring lines the writer fetches ahead
 static_assert(k_raw_capacity <= k_max_block_raw);
 
 struct Cursor {
@@ -469,6 +470,20 @@ void maybe_recycle(ThreadState* s) noexcept {
     s->status.store(uint32_t(StateStatus::Free), std::memory_order_release);
 }
 
+// The end of the prefix of s's ring in [tail, head) stamped before `watermark` (stamps rise along
+// a ring). Usually the whole range: one look at its last event. Otherwise a binary search, so the
+// writer does not touch every event twice (here and when it encodes them).
+uint64_t taken_before(const ThreadState* s, uint64_t tail, uint64_t head,
+                      uint64_t watermark) noexcept {
+    if (tail == head || s->ring[(head - 1) & k_ring_mask].time < watermark) return head;
+    while (tail < head) {
+        uint64_t mid = tail + (head - tail) / 2;
+        if (s->ring[mid & k_ring_mask].time < watermark) tail = mid + 1;
+        else head = mid;
+    }
+    return tail;
+}
+
 // One pass. Ordering argument: `watermark` is read *before* any ring head. An event stamped
 // before the watermark was stamped before that read; anything that happened-before it (e.g. the
 // free of the address this malloc returned, which is pushed before the real free runs) was pushed
@@ -491,10 +506,7 @@ size_t cycle(bool final) noexcept {
         if (s->status.load(std::memory_order_acquire) == uint32_t(StateStatus::Free)) continue;
         uint64_t tail = s->tail.load(std::memory_order_relaxed);
         uint64_t head = s->head.load(std::memory_order_acquire);
-        uint64_t end = tail;
-        if (final) end = head;
-        else
-            while (end != head && s->ring[end & k_ring_mask].time < watermark) ++end;
+        uint64_t end = final ? head : taken_before(s, tail, head, watermark);
         if (end == tail) {
             if (s->writer_session == g_session.tracker_session) announce_thread(s);  // renames
             maybe_recycle(s);
@@ -522,6 +534,7 @@ size_t cycle(bool final) noexcept {
         };
         while (heap_n > 1) {
             Cursor& c = g_buffers.cursors[g_buffers.heap[0]];
+            __builtin_prefetch(&c.state->ring[(c.pos + k_ring_read_ahead) & k_ring_mask]);
             emit_event(c.state, c.state->ring[c.pos & k_ring_mask], ahead(c));
             if (++c.pos == c.end) {
                 release_ring(c);
@@ -531,8 +544,11 @@ size_t cycle(bool final) noexcept {
         }
         if (heap_n == 1) {  // one ring left (often the only one): no merging
             Cursor& c = g_buffers.cursors[g_buffers.heap[0]];
-            for (; c.pos != c.end; ++c.pos)
+            for (; c.pos != c.end; ++c.pos) {
+                // The ring's lines were written on the producer's CPU: ask for them early.
+                __builtin_prefetch(&c.state->ring[(c.pos + k_ring_read_ahead) & k_ring_mask]);
                 emit_event(c.state, c.state->ring[c.pos & k_ring_mask], ahead(c));
+            }
             release_ring(c);
         }
     }
