@@ -281,23 +281,8 @@ Reader::Item Reader::next_slow() {
             return Item::Event;
         }
         if (is_recent_tag(tag)) {
-            unsigned slot = tag % k_recent_slots;
-            m_event.allocator = recent_kind(tag);
-            m_event.thread = m_thread;
-            m_event.time_us = m_time_us;
-            if (is_recent_free_tag(tag)) {
-                m_event.address = m_recent[slot];
-                m_recent[k_recent_slots + slot] = m_event.address;
-                m_event.size = 0;
-                m_event.node = 0;
-            } else {
-                m_event.address = m_recent[k_recent_slots + slot];
-                m_recent[slot] = m_event.address;
-                m_event.size = c.varint();
-                m_node = uint32_t(uint64_t(m_node) + uint64_t(c.zvarint()));
-                m_event.node = m_node;
-                if (!c.ok) corrupt("truncated event record");
-            }
+            decode_recent(tag, [&c] { return c.varint(); });
+            if (!c.ok) corrupt("truncated event record");
             m_pos = c.pos;
             if (m_listener) m_listener->on_event(m_event);
             return Item::Event;

@@ -261,10 +261,9 @@ class Reader {
         }
         m_pos = p;
     }
-    // RecentFree / RecentMalloc (records.hpp), unchecked like decode_event_unchecked().
-    void decode_recent_unchecked() {
-        const uint8_t* p = m_pos;
-        uint8_t tag = *p++;
+    // RecentFree / RecentMalloc (records.hpp); `read` returns the next varint of the record.
+    template <class ReadVarint>
+    void decode_recent(uint8_t tag, ReadVarint&& read) {
         unsigned slot = tag % k_recent_slots;
         m_event.allocator = recent_kind(tag);
         m_event.thread = m_thread;
@@ -277,10 +276,15 @@ class Reader {
         } else {
             m_event.address = m_recent[k_recent_slots + slot];
             m_recent[slot] = m_event.address;
-            m_event.size = read_varint_unchecked(p);
-            m_node = uint32_t(uint64_t(m_node) + uint64_t(unzigzag(read_varint_unchecked(p))));
+            m_event.size = read();
+            m_node = uint32_t(uint64_t(m_node) + uint64_t(unzigzag(read())));
             m_event.node = m_node;
         }
+    }
+    // Unchecked, like decode_event_unchecked().
+    void decode_recent_unchecked() {
+        const uint8_t* p = m_pos + 1;
+        decode_recent(*m_pos, [&p] { return read_varint_unchecked(p); });
         m_pos = p;
     }
     Item next_slow();
