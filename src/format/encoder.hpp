@@ -236,8 +236,9 @@ inline void encode_allocation(Sink& out, EncoderState& st, Allocator kind, uint6
     unsigned slot = recent_slot(address);
     if ((kind == Allocator::Malloc || kind == Allocator::PymallocMalloc) &&
         st.freed[slot] == address) {
-        out.put_u8(uint8_t(
-            (kind == Allocator::Malloc ? k_recent_malloc_tag : k_recent_pymalloc_malloc_tag) + slot));
+        uint8_t base =
+            kind == Allocator::Malloc ? k_recent_malloc_tag : k_recent_pymalloc_malloc_tag;
+        out.put_u8(uint8_t(base + slot));
     } else {
         out.put_u8(event_tag(kind));
         out.put_zvarint(int64_t(address - st.address));

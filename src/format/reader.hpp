@@ -250,8 +250,9 @@ class Reader {
         m_event.thread = m_thread;
         m_event.time_us = m_time_us;
         if (is_deallocator(kind)) {
+            m_event.size = 0;
             if (kind == Allocator::Munmap) m_event.size = read_varint_unchecked(p);
-            else m_event.size = 0, m_recent[k_recent_slots + recent_slot(m_address)] = m_address;
+            else m_recent[k_recent_slots + recent_slot(m_address)] = m_address;
             m_event.node = 0;
         } else {
             m_event.size = read_varint_unchecked(p);

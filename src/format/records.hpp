@@ -21,8 +21,8 @@ namespace memray::format {
 inline constexpr uint8_t k_file_magic[8] = {'M', 'E', 'M', 'R', 'A', 'Y', 'C', 'P'};
 // History: 1 first release; 2 Node kind 2 (Python entry frame); 3 aggregated captures
 // (HeapSample, AggregateLocation, Checkpoint); 4 short records for frees of recent allocations
-// and allocations at recently freed addresses (tags 0x40-0xbf). A reader accepts exactly its own version: the version is checked before anything
-// else in the file is read.
+// and allocations at recently freed addresses (tags 0x40-0xbf). A reader accepts exactly its own
+// version: the version is checked before anything else in the file is read.
 inline constexpr uint32_t k_format_version = 4;
 inline constexpr uint32_t k_block_magic = 0x4b4c424d;  // "MBLK" little-endian
 inline constexpr size_t k_block_header_size = 17;

@@ -313,8 +313,8 @@ TEST_CASE("recent frees and allocations are short and read back the same through
     std::vector<Event> expected;
     std::vector<uint64_t> live, freed;
     size_t short_frees = 0, frees = 0, short_mallocs = 0, mallocs = 0;
-    const Allocator alloc_kinds[] = {Allocator::Malloc, Allocator::PymallocMalloc, Allocator::Calloc,
-                                     Allocator::Realloc, Allocator::Mmap};
+    const Allocator alloc_kinds[] = {Allocator::Malloc, Allocator::PymallocMalloc,
+                                     Allocator::Calloc, Allocator::Realloc, Allocator::Mmap};
     for (int i = 0; i < 30000; ++i) {
         if (i == 10000 || i == 20000) {
             b.flush_block();
@@ -345,7 +345,8 @@ TEST_CASE("recent frees and allocations are short and read back the same through
             live.push_back(e.address);
         } else {
             // Mostly one of the last few allocations, sometimes any live one.
-            size_t back = rng() % 4 ? rng() % std::min<size_t>(live.size(), 8) : rng() % live.size();
+            size_t recent = std::min<size_t>(live.size(), 8);
+            size_t back = rng() % 4 ? rng() % recent : rng() % live.size();
             size_t at = live.size() - 1 - back;
             e.address = live[at];
             live.erase(live.begin() + long(at));
@@ -417,11 +418,13 @@ TEST_CASE("the writer's unchecked sink writes the same bytes as the checked one"
     UncheckedSink unchecked{u.data()};
     EncoderState sa, su;
     std::mt19937_64 rng(7);
-    const uint64_t edges[] = {0, 1, 127, 128, (uint64_t(1) << 56) - 1, uint64_t(1) << 56, ~uint64_t(0)};
+    const uint64_t edges[] = {0, 1, 127, 128, (uint64_t(1) << 56) - 1, uint64_t(1) << 56,
+                              ~uint64_t(0)};
     for (int i = 0; i < 2000; ++i) {
         uint32_t thread = 1 + uint32_t(rng() % 3);
         uint64_t time = uint64_t(i) * 700;
-        uint64_t address = i % 50 == 0 ? edges[rng() % std::size(edges)] : 0x10000 + rng() % 64 * 16;
+        uint64_t address =
+            i % 50 == 0 ? edges[rng() % std::size(edges)] : 0x10000 + rng() % 64 * 16;
         uint64_t size = i % 40 == 0 ? edges[rng() % std::size(edges)] : rng() % 600;
         auto kind = Allocator(1 + rng() % k_allocator_max);
         encode_thread_switch(checked, sa, thread);
