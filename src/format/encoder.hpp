@@ -155,9 +155,13 @@ inline void encode_time(Sink& out, EncoderState& st, uint64_t time_us, bool forc
 template <class Sink>
 inline void encode_thread_switch(Sink& out, EncoderState& st, uint32_t thread) {
     if (st.thread == thread) return;
+    st.thread = thread;
+    if (thread < k_short_thread_limit) {
+        out.put_u8(uint8_t(k_short_thread_switch_tag + thread));
+        return;
+    }
     out.put_u8(uint8_t(Tag::ThreadSwitch));
     out.put_varint(thread);
-    st.thread = thread;
 }
 
 inline void encode_thread_info(ByteSink& out, uint32_t thread, uint64_t tid, const char* name) {

@@ -288,6 +288,12 @@ Reader::Item Reader::next_slow() {
             if (m_listener) m_listener->on_event(m_event);
             return Item::Event;
         }
+        if (tag >= k_short_thread_switch_tag) {
+            m_thread = uint32_t(tag - k_short_thread_switch_tag);
+            if (m_listener) m_listener->on_thread_switch(m_thread);
+            m_pos = c.pos;
+            continue;
+        }
         switch (Tag(tag)) {
             case Tag::Time: {
                 m_time_us += c.varint();
@@ -538,6 +544,9 @@ size_t Reader::next_events(Event* out, size_t max) {
         } else if (tag == uint8_t(Tag::Time)) {
             ++p;
             time_us += read_varint_unchecked(p);
+        } else if (tag >= k_short_thread_switch_tag) {
+            thread = uint32_t(tag - k_short_thread_switch_tag);
+            ++p;
         } else if (tag == uint8_t(Tag::ThreadSwitch)) {
             const uint8_t* q = p + 1;
             uint64_t t = read_varint_unchecked(q);

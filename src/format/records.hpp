@@ -21,8 +21,9 @@ namespace memray::format {
 inline constexpr uint8_t k_file_magic[8] = {'M', 'E', 'M', 'R', 'A', 'Y', 'C', 'P'};
 // History: 1 first release; 2 Node kind 2 (Python entry frame); 3 aggregated captures
 // (HeapSample, AggregateLocation, Checkpoint); 4 short records for frees of recent allocations
-// and allocations at recently freed addresses (tags 0x40-0xbf). A reader accepts exactly its own
-// version: the version is checked before anything else in the file is read.
+// and allocations at recently freed addresses (tags 0x40-0xbf), one-byte thread switches (tags
+// 0xc0-0xff). A reader accepts exactly its own version: the version is checked before anything
+// else in the file is read.
 inline constexpr uint32_t k_format_version = 4;
 inline constexpr uint32_t k_block_magic = 0x4b4c424d;  // "MBLK" little-endian
 inline constexpr size_t k_block_header_size = 17;
@@ -100,6 +101,7 @@ enum class Tag : uint8_t {
     // Every event and sample after it happened at (or within 1 ms after) that time.
     Time = 0x01,
     // varint: thread index (small, sequential from 1) of the events that follow in this block.
+    // Indices below k_short_thread_limit take the one-byte form (k_short_thread_switch_tag).
     ThreadSwitch = 0x02,
     // varint thread index, varint native tid, string name. Emitted when a thread is first seen and
     // whenever it is renamed; the latest name wins.
@@ -196,6 +198,12 @@ constexpr Allocator recent_kind(uint8_t tag) {
         default: return Allocator::PymallocMalloc;
     }
 }
+
+// A ThreadSwitch to thread index i < k_short_thread_limit is the one byte
+// k_short_thread_switch_tag + i. Events of concurrent threads interleave in the merged stream: a
+// fifth of a two-thread native capture's events follow a switch.
+inline constexpr uint8_t k_short_thread_switch_tag = 0xc0;
+inline constexpr uint32_t k_short_thread_limit = 64;
 
 // PythonEntry is only a record value: readers give StackNode{kind Python, entry true}.
 enum class FrameKind : uint8_t { Python = 0, Native = 1, PythonEntry = 2 };

@@ -301,7 +301,7 @@ TEST_CASE("recent frees and allocations are short and read back the same through
     // address allocated shortly before (RecentFree), many allocations at an address freed shortly
     // before (RecentMalloc), others long after (evicted from the tables), some of addresses from
     // an earlier block (the tables restart with the block), with every kind that has a short
-    // form, the kinds that do not, and munmaps.
+    // form, the kinds that do not, munmaps, and thread switches of both forms.
     CaptureBuilder b(Codec::Raw);
     auto& s = b.sink();
     auto& st = b.state();
@@ -321,7 +321,8 @@ TEST_CASE("recent frees and allocations are short and read back the same through
             encode_thread_switch(s, st, 1);
         }
         Event e{};
-        e.thread = 1;
+        e.thread = rng() % 5 ? 1 : 63 + uint32_t(rng() % 3);  // short and long thread switches
+        encode_thread_switch(s, st, e.thread);
         bool pymalloc = rng() % 3 == 0;
         if (live.empty() || rng() % 2 == 0) {
             if (!freed.empty() && rng() % 2 == 0) {
@@ -421,7 +422,8 @@ TEST_CASE("the writer's unchecked sink writes the same bytes as the checked one"
     const uint64_t edges[] = {0, 1, 127, 128, (uint64_t(1) << 56) - 1, uint64_t(1) << 56,
                               ~uint64_t(0)};
     for (int i = 0; i < 2000; ++i) {
-        uint32_t thread = 1 + uint32_t(rng() % 3);
+        // Both forms of ThreadSwitch: one byte below k_short_thread_limit, a varint above.
+        uint32_t thread = rng() % 4 ? 1 + uint32_t(rng() % 3) : 60 + uint32_t(rng() % 300);
         uint64_t time = uint64_t(i) * 700;
         uint64_t address =
             i % 50 == 0 ? edges[rng() % std::size(edges)] : 0x10000 + rng() % 64 * 16;
