@@ -14,6 +14,30 @@
 
 namespace memray::format {
 
+// Prefix varints (records.hpp): the number of bytes is in the trailing zero bits of the first
+// byte, so the reader decodes a value without a loop or a data-dependent branch. A value of more
+// than 56 bits is 0x00 and 8 bytes.
+inline unsigned varint_size(uint64_t v) {
+    unsigned n = (64u - unsigned(__builtin_clzll(v | 1)) + 6) / 7;
+    return n > 8 ? 9 : n;
+}
+// The n <= 8 bytes of v's varint, little-endian.
+inline uint64_t varint_word(uint64_t v, unsigned n) { return (v << n) | (uint64_t(1) << (n - 1)); }
+inline uint64_t zigzag(int64_t v) { return (uint64_t(v) << 1) ^ uint64_t(v >> 63); }
+// Writes v's varint at p, which must have 9 bytes of room (a short value stores 8 bytes; those
+// past its end are overwritten later). Returns the end of the varint.
+inline uint8_t* store_varint(uint8_t* p, uint64_t v) {
+    unsigned n = varint_size(v);
+    if (n == 9) [[unlikely]] {
+        *p = 0;
+        std::memcpy(p + 1, &v, 8);
+        return p + 9;
+    }
+    uint64_t w = varint_word(v, n);
+    std::memcpy(p, &w, 8);
+    return p + n;
+}
+
 struct ByteSink {
     uint8_t* begin = nullptr;
     uint8_t* pos = nullptr;
@@ -36,33 +60,21 @@ struct ByteSink {
     void put_le32(uint32_t v) {
         for (int i = 0; i < 4; ++i) put_u8(uint8_t(v >> (8 * i)));
     }
-    // Prefix varint (see records.hpp): the number of bytes is in the trailing zero bits of the
-    // first byte, so the reader decodes a value without a loop or a data-dependent branch.
     void put_varint(uint64_t v) {
-        unsigned bits = 64u - unsigned(__builtin_clzll(v | 1));
-        unsigned n = (bits + 6) / 7;
-        if (n > 8) {
-            if (room() < 9) {
-                overflow = true;
-                return;
-            }
-            *pos++ = 0;
-            for (int i = 0; i < 8; ++i) *pos++ = uint8_t(v >> (8 * i));
+        if (room() >= 9) {
+            pos = store_varint(pos, v);
             return;
         }
+        unsigned n = varint_size(v);  // near the end of the buffer: byte by byte
         if (room() < n) {
             overflow = true;
             return;
         }
-        uint64_t w = (v << n) | (uint64_t(1) << (n - 1));
-        if (room() >= 8) {
-            std::memcpy(pos, &w, 8);  // little-endian store; bytes past n are overwritten later
-        } else {
-            for (unsigned i = 0; i < n; ++i) pos[i] = uint8_t(w >> (8 * i));
-        }
+        uint64_t w = varint_word(v, n);  // n <= 8 here: room() < 9
+        for (unsigned i = 0; i < n; ++i) pos[i] = uint8_t(w >> (8 * i));
         pos += n;
     }
-    void put_zvarint(int64_t v) { put_varint((uint64_t(v) << 1) ^ uint64_t(v >> 63)); }
+    void put_zvarint(int64_t v) { put_varint(zigzag(v)); }
     void put_bytes(const void* data, size_t n) {
         put_varint(n);
         if (room() < n) {
@@ -77,26 +89,14 @@ struct ByteSink {
 
 // A sink without bounds checks for the writer's hot path: the caller guarantees
 // k_unchecked_room bytes of room, enough for a thread switch, a time record and an event (each
-// varint at most 9 bytes) plus the 8 bytes put_varint may store past its value.
+// varint at most 9 bytes) plus the 8 bytes store_varint may store past its value.
 struct UncheckedSink {
     uint8_t* pos;
     static constexpr size_t k_unchecked_room = (1 + 9) + (1 + 9) + (1 + 3 * 9) + 8;
 
     void put_u8(uint8_t v) { *pos++ = v; }
-    void put_varint(uint64_t v) {
-        unsigned bits = 64u - unsigned(__builtin_clzll(v | 1));
-        unsigned n = (bits + 6) / 7;
-        if (n > 8) [[unlikely]] {
-            *pos++ = 0;
-            std::memcpy(pos, &v, 8);
-            pos += 8;
-            return;
-        }
-        uint64_t w = (v << n) | (uint64_t(1) << (n - 1));
-        std::memcpy(pos, &w, 8);
-        pos += n;
-    }
-    void put_zvarint(int64_t v) { put_varint((uint64_t(v) << 1) ^ uint64_t(v >> 63)); }
+    void put_varint(uint64_t v) { pos = store_varint(pos, v); }
+    void put_zvarint(int64_t v) { put_varint(zigzag(v)); }
 };
 
 // Delta state of one block. Reset it whenever a new block starts.

@@ -266,16 +266,14 @@ Reader::Item Reader::next_slow() {
             m_event.thread = m_thread;
             m_event.time_us = m_time_us;
             if (is_deallocator(kind)) {
-                m_event.size = 0;
-                if (kind == Allocator::Munmap) m_event.size = c.varint();
-                else m_recent[k_recent_slots + recent_slot(m_address)] = m_address;
+                m_event.size = kind == Allocator::Munmap ? c.varint() : 0;
                 m_event.node = 0;
             } else {
                 m_event.size = c.varint();
                 m_node = uint32_t(uint64_t(m_node) + uint64_t(c.zvarint()));
                 m_event.node = m_node;
-                m_recent[recent_slot(m_address)] = m_address;
             }
+            remember(kind, m_address);
             if (!c.ok) corrupt("truncated event record");
             m_pos = c.pos;
             if (m_listener) m_listener->on_event(m_event);

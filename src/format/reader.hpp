@@ -250,17 +250,21 @@ class Reader {
         m_event.thread = m_thread;
         m_event.time_us = m_time_us;
         if (is_deallocator(kind)) {
-            m_event.size = 0;
-            if (kind == Allocator::Munmap) m_event.size = read_varint_unchecked(p);
-            else m_recent[k_recent_slots + recent_slot(m_address)] = m_address;
+            m_event.size = kind == Allocator::Munmap ? read_varint_unchecked(p) : 0;
             m_event.node = 0;
         } else {
             m_event.size = read_varint_unchecked(p);
             m_node = uint32_t(uint64_t(m_node) + uint64_t(unzigzag(read_varint_unchecked(p))));
             m_event.node = m_node;
-            m_recent[recent_slot(m_address)] = m_address;
         }
+        remember(kind, m_address);
         m_pos = p;
+    }
+    // An event's address goes into the recent table of its kind (records.hpp); an Munmap's into
+    // none.
+    void remember(Allocator kind, uint64_t address) {
+        if (!is_deallocator(kind)) m_recent[recent_slot(address)] = address;
+        else if (kind != Allocator::Munmap) m_recent[k_recent_slots + recent_slot(address)] = address;
     }
     // RecentFree / RecentMalloc (records.hpp); `read` returns the next varint of the record.
     template <class ReadVarint>

@@ -188,8 +188,12 @@ inline constexpr uint8_t k_recent_pymalloc_malloc_tag = 0xa0;
 constexpr unsigned recent_slot(uint64_t address) {
     return unsigned(((address >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - k_recent_bits));
 }
-constexpr bool is_recent_tag(uint8_t tag) { return tag >= 0x40 && tag < 0xc0; }
-constexpr bool is_recent_free_tag(uint8_t tag) { return tag >= 0x40 && tag < 0x80; }
+constexpr bool is_recent_tag(uint8_t tag) {
+    return tag >= k_recent_free_tag && tag < k_recent_pymalloc_malloc_tag + k_recent_slots;
+}
+constexpr bool is_recent_free_tag(uint8_t tag) {
+    return tag >= k_recent_free_tag && tag < k_recent_malloc_tag;
+}
 constexpr Allocator recent_kind(uint8_t tag) {
     switch (tag >> k_recent_bits) {
         case k_recent_free_tag >> k_recent_bits: return Allocator::Free;
