@@ -215,10 +215,13 @@ void flush_block() noexcept {
         }
         size_t framed = frame_block(g_buffers.raw, raw_len, codec, g_buffers.framed,
                                     g_buffers.framed_capacity);
-        if (framed == 0) fail(EOVERFLOW);
-        else write_all(g_buffers.framed, framed);
-        if (codec == Codec::Lz4 && framed - k_block_header_size > raw_len - raw_len / 10)
-            g_session.raw_blocks_left = k_raw_blocks_after;
+        if (framed == 0) {
+            fail(EOVERFLOW);
+        } else {
+            write_all(g_buffers.framed, framed);
+            if (codec == Codec::Lz4 && framed - k_block_header_size > raw_len - raw_len / 10)
+                g_session.raw_blocks_left = k_raw_blocks_after;
+        }
     }
     g_session.block.clear();
     g_session.enc.reset();
