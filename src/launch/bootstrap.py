@@ -77,21 +77,25 @@ def _memray_name_threads(lib):
     # the program's): until the program imports it, the start functions of `_thread` that it will
     # bind are wrapped; a `threading` that is already loaded (by site or a .pth file) is patched.
     import ctypes
-    name_thread = lib.memray_payload_name_thread
-    name_thread.argtypes = [ctypes.c_char_p]
-    name_thread.restype = None
+    set_name = lib.memray_payload_name_thread
+    set_name.argtypes = [ctypes.c_char_p]
+    set_name.restype = None
+
+    def name_thread(name):
+        set_name(name.encode(errors="replace"))
+
     threading = sys.modules.get("threading")
     if threading is not None:
-        name_thread(threading.current_thread().name.encode(errors="replace"))
+        name_thread(threading.current_thread().name)
         original = threading.Thread._bootstrap_inner
 
         def _bootstrap_inner(self):
-            name_thread(self.name.encode(errors="replace"))
+            name_thread(self.name)
             return original(self)
 
         threading.Thread._bootstrap_inner = _bootstrap_inner
         return
-    name_thread(b"MainThread")
+    name_thread("MainThread")
     import _thread
 
     def named(function):
@@ -102,7 +106,7 @@ def _memray_name_threads(lib):
             return function
 
         def bootstrap(*args, **kwargs):
-            name_thread(thread.name.encode(errors="replace"))
+            name_thread(thread.name)
             return function(*args, **kwargs)
 
         return bootstrap
@@ -123,7 +127,6 @@ def _memray_name_threads(lib):
 def _memray_run():
     _memray_check_version()
     import os
-    import types
 
     payload, settings, banner, mode, target = sys.argv[1:6]
     args = sys.argv[6:]
@@ -175,6 +178,7 @@ def _memray_run():
             if modify_path:
                 sys.path[0] = ""
             sys.argv = ["-c"] + args
+        import types
         main = types.ModuleType("__main__")
         main.__dict__.update(__builtins__=old_main.__dict__["__builtins__"], __cached__=None)
         if mode == "file":

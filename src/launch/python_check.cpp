@@ -25,14 +25,10 @@ std::string run_checks(const std::string& python, const char* mode, const std::s
     // -S -E: no site, no PYTHON* variables (~15 ms less); an empty payload means "only check".
     std::vector<std::string> args = {python, "-S", "-E", "-c", k_bootstrap_stub, "", "", "",
                                      mode, target};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
+    std::vector<char*> argv = c_strings(args);
     std::vector<std::string> env =
         environment_with({{"MEMRAY_BOOTSTRAP", std::string(bootstrap_source())}}, {});
-    std::vector<char*> envp;
-    for (auto& e : env) envp.push_back(e.data());
-    envp.push_back(nullptr);
+    std::vector<char*> envp = c_strings(env);
     std::fflush(stdout);
     std::fflush(stderr);
     pid_t pid = ::fork();

@@ -30,13 +30,6 @@ void close_fd(int& fd) {
     fd = -1;
 }
 
-std::vector<char*> c_strings(std::vector<std::string>& v) {
-    std::vector<char*> out;
-    for (auto& s : v) out.push_back(s.data());
-    out.push_back(nullptr);
-    return out;
-}
-
 // The CLI is single-threaded, so allocating between fork() and exec is safe here.
 [[noreturn]] void child_main(ExecSpec& spec, int go_fd, int exec_error_fd) {
     std::string settings;
@@ -76,6 +69,13 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
 }
 
 }  // namespace
+
+std::vector<char*> c_strings(std::vector<std::string>& v) {
+    std::vector<char*> out;
+    for (auto& s : v) out.push_back(s.data());
+    out.push_back(nullptr);
+    return out;
+}
 
 std::vector<std::string> environment_with(
     const std::vector<std::pair<std::string, std::string>>& set, const std::vector<std::string>& unset) {

@@ -25,6 +25,9 @@ struct ExecSpec {
     int output_fd = -1;
 };
 
+// execve's form of `v`: pointers into its strings, then a null.
+std::vector<char*> c_strings(std::vector<std::string>& v);
+
 // This process's environment with the `set` keys replaced or added and the `unset` keys removed.
 std::vector<std::string> environment_with(
     const std::vector<std::pair<std::string, std::string>>& set, const std::vector<std::string>& unset);
