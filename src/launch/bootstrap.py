@@ -199,6 +199,9 @@ def _memray_run():
     lib.memray_payload_stop.restype = ctypes.c_int
     lib.memray_payload_last_error.restype = ctypes.c_char_p
 
+    # Every stack of the program passes through this function's frame; the walk stops there.
+    lib.memray_payload_python_root.argtypes = [ctypes.c_void_p]
+    lib.memray_payload_python_root(id(sys._getframe().f_code))
     if lib.memray_payload_start(settings.encode()) != 0:
         reason = lib.memray_payload_last_error() or b"unknown error"
         _memray_fail("cannot start tracking: %s" % reason.decode(errors="replace"))

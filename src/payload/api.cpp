@@ -864,6 +864,10 @@ extern "C" void memray_payload_name_thread(const char* name) {
     if (name && memray::payload::tracking_enabled()) memray::payload::record_thread_name(0, name);
 }
 
+extern "C" void memray_payload_python_root(const void* code) {
+    memray::payload::python_set_root(code);
+}
+
 extern "C" int memray_payload_start_async(const char* settings) {
     ReentryGuard guard;
     return memray::payload::start_async(settings);

@@ -27,6 +27,9 @@ __attribute__((visibility("default"))) const char* memray_payload_last_error(voi
 // Names the calling thread in the capture without renaming it in the OS (`memray run` passes
 // Python's threading names this way: "MainThread", "Thread-1", ...). No-op when not tracking.
 __attribute__((visibility("default"))) void memray_payload_name_thread(const char* name);
+// `memray run`'s bootstrap passes the code object of its function that runs the program: Python
+// stacks (without --native) end inside that frame. The object must live as long as the process.
+__attribute__((visibility("default"))) void memray_payload_python_root(const void* code);
 
 // --- Attach protocol (plain C, read and written from outside with process_vm_readv/writev).
 //

@@ -86,6 +86,8 @@ struct PythonState {
     const void* bytes_type = nullptr;
     const void* unicode_type = nullptr;
     char version[32] = "";
+    // python_set_root(): the walk stops at a frame running this code (compared, never read).
+    std::atomic<const void*> root{nullptr};
 };
 constinit PythonState g_python;
 
@@ -290,10 +292,15 @@ uint32_t python_line_format() noexcept {
     return l ? l->version : 0;
 }
 
-size_t python_walk(PyFrameRef* out, size_t max) noexcept {
+void python_set_root(const void* code) noexcept {
+    g_python.root.store(code, std::memory_order_relaxed);
+}
+
+size_t python_walk(PyFrameRef* out, size_t max, bool stop_at_root) noexcept {
     const Layout* lp = g_python.layout.load(std::memory_order_acquire);
     if (lp == nullptr || max == 0) return 0;
     const Layout& l = *lp;
+    const void* root = stop_at_root ? g_python.root.load(std::memory_order_relaxed) : nullptr;
     // Before initialization (3.12+ would read a TSS key that does not exist yet) and after
     // finalization began, report no Python frames.
     if (!g_python.is_initialized()) return 0;
@@ -337,7 +344,7 @@ size_t python_walk(PyFrameRef* out, size_t max) noexcept {
         }
         last_kept = false;
         const void* code = load_ptr(frame, l.fr_code);
-        if (!has_type(code, g_python.code_type)) break;
+        if (code == root || !has_type(code, g_python.code_type)) break;
 
         uint32_t offset = 0;
         if (l.model == Model::FrameObject) {

@@ -369,7 +369,9 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         n = nn;
     }
     if (g_tracker.python) {
-        size_t np = python_walk(s->py_frames, k_max_python_frames);
+        // With --native the launcher's frames stay: the hybrid stacks pair each Python entry
+        // frame with an eval-loop call of the native stack, theirs included.
+        size_t np = python_walk(s->py_frames, k_max_python_frames, !g_tracker.native);
         for (size_t i = np; i-- > 0;) {
             StackFrame& f = s->frames[n++];
             f.value = uint64_t(uintptr_t(s->py_frames[i].code));

@@ -19,6 +19,8 @@ lib.test_walk.restype = ctypes.c_long
 lib.test_version.restype = ctypes.c_char_p
 lib.test_line_format.restype = ctypes.c_uint
 lib.test_walk_in_native_thread.restype = ctypes.c_long
+lib.test_walk_rooted.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
+lib.test_walk_rooted.restype = ctypes.c_long
 lib.test_walk_bench.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
 lib.test_walk_bench.restype = ctypes.c_double
 
@@ -74,6 +76,36 @@ def check(label, max_frames=512, min_depth=2):
         print("  memray:     %s" % got)
         print("  interpreter: %s" % want)
     return got
+
+
+def rooted_inner():
+    buf = ctypes.create_string_buffer(1 << 16)
+    n = lib.test_walk_rooted(buf, len(buf), id(rooted_outer.__code__))
+    got = [line.split("\t")[0] for line in buf.value.decode("utf-8").splitlines()]
+    return n, got
+
+
+def rooted_middle():
+    return rooted_inner()
+
+
+def rooted_outer():
+    return rooted_middle()
+
+
+def check_rooted():
+    """`memray run` stops the walk at its bootstrap's frame: only the frames inside it."""
+    global checks
+    checks += 1
+    n, got = rooted_outer()
+    if n != 2 or got != ["rooted_inner", "rooted_middle"]:
+        failures.append("rooted walk")
+        print("FAIL rooted walk: %d frames %r" % (n, got))
+    checks += 1
+    n, got = rooted_inner()  # the root is not on the stack: the whole walk
+    if n < 2 or got[:2] != ["rooted_inner", "check_rooted"] or got[-1] != "<module>":
+        failures.append("rooted walk, root not on the stack")
+        print("FAIL rooted walk, root not on the stack: %d frames %r" % (n, got))
 
 
 def level3():
@@ -253,6 +285,7 @@ def main():
     recursive(60, 512, "recursion 60 deep")
     recursive(60, 10, "recursion 60 deep, truncated to the innermost 10")
     recursive(300, 512, "recursion 300 deep")
+    check_rooted()
 
     results = [False] * 4
     stop = threading.Event()

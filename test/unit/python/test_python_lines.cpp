@@ -84,7 +84,7 @@ TEST_CASE("the walker reports nothing in a process that is not Python") {
     CHECK(std::string(memray::payload::python_version_string()).empty());
     CHECK(memray::payload::python_line_format() == 0);
     memray::payload::PyFrameRef frames[8];
-    CHECK(memray::payload::python_walk(frames, 8) == 0);
+    CHECK(memray::payload::python_walk(frames, 8, true) == 0);
     memray::payload::PyCodeDetails details;
     int dummy[64] = {};
     CHECK_FALSE(memray::payload::python_code_details(dummy, details));

@@ -19,11 +19,11 @@ namespace {
 
 constexpr size_t k_max_frames = 512;
 
-long walk_to_text(char* out, size_t cap, size_t max_frames) {
+long walk_to_text(char* out, size_t cap, size_t max_frames, bool stop_at_root = false) {
     if (!memray::payload::python_init()) return -1;
     PyFrameRef frames[k_max_frames];
-    size_t n = memray::payload::python_walk(frames, max_frames < k_max_frames ? max_frames
-                                                                           : k_max_frames);
+    size_t n = memray::payload::python_walk(
+        frames, max_frames < k_max_frames ? max_frames : k_max_frames, stop_at_root);
     size_t pos = 0;
     out[0] = '\0';
     PyCodeDetails details;  // per call: several threads walk at once
@@ -47,14 +47,14 @@ long walk_to_text(char* out, size_t cap, size_t max_frames) {
 
 void* native_thread_walk(void* result) {
     PyFrameRef frames[16];
-    *static_cast<long*>(result) = long(memray::payload::python_walk(frames, 16));
+    *static_cast<long*>(result) = long(memray::payload::python_walk(frames, 16, true));
     return nullptr;
 }
 
 void walk_at_exit() {
     // Runs from exit() after Py_FinalizeEx: the walker must report nothing and not crash.
     PyFrameRef frames[16];
-    size_t n = memray::payload::python_walk(frames, 16);
+    size_t n = memray::payload::python_walk(frames, 16, true);
     char msg[64];
     int len = std::snprintf(msg, sizeof(msg), "exit-walk %zu\n", n);
     ssize_t ignored = write(1, msg, size_t(len));
@@ -66,7 +66,7 @@ __attribute__((constructor)) void walk_at_load() {
     if (std::getenv("MEMRAY_TEST_WALK_AT_LOAD") == nullptr) return;
     bool ok = memray::payload::python_init();
     PyFrameRef frames[16];
-    size_t n = memray::payload::python_walk(frames, 16);
+    size_t n = memray::payload::python_walk(frames, 16, true);
     char msg[64];
     int len = std::snprintf(msg, sizeof(msg), "load-walk init=%d frames=%zu\n", ok ? 1 : 0, n);
     ssize_t ignored = write(1, msg, size_t(len));
@@ -81,6 +81,15 @@ extern "C" {
 // negative value on failure.
 __attribute__((visibility("default"))) long test_walk(char* out, size_t cap, size_t max_frames) {
     return walk_to_text(out, cap, max_frames);
+}
+
+// The same, ending before the frame that runs `root` (a code object), as `memray run` walks.
+__attribute__((visibility("default"))) long test_walk_rooted(char* out, size_t cap,
+                                                             const void* root) {
+    memray::payload::python_set_root(root);
+    long n = walk_to_text(out, cap, k_max_frames, true);
+    memray::payload::python_set_root(nullptr);
+    return n;
 }
 
 __attribute__((visibility("default"))) const char* test_version() {
@@ -119,7 +128,7 @@ __attribute__((visibility("default"))) double test_walk_bench(size_t iterations,
     timespec start{}, end{};
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
     for (size_t i = 0; i < iterations; ++i) {
-        sink += memray::payload::python_walk(frames, max_frames);
+        sink += memray::payload::python_walk(frames, max_frames, false);
         asm volatile("" : : "r"(frames) : "memory");
     }
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &end);
