@@ -14,7 +14,7 @@
 
 namespace memray::payload {
 
-void writer_wake() noexcept;  // writer.cpp
+void writer_wake_now() noexcept;  // writer.cpp
 
 namespace {
 
@@ -165,7 +165,7 @@ struct ChannelRoom {
             if (g_intern.committed.load(std::memory_order_relaxed) + bytes <= k_channel_bytes)
                 return;
             g_intern.lock.unlock();
-            writer_wake();
+            writer_wake_now();
             timespec ts{0, 1000000};
             nanosleep(&ts, nullptr);
         }

@@ -98,9 +98,9 @@ struct RawEvent {
 };
 static_assert(sizeof(RawEvent) == 32);
 
-// Power of two. 256 KiB per thread, touched only as far as the thread gets; the writer is woken
-// at half full, so a busy thread wakes it about every 4096 events.
-inline constexpr uint32_t k_ring_capacity = 8192;
+// Power of two. 512 KiB per thread, touched only as far as the thread gets; the writer is woken
+// at half full (unless it paces itself: writer.cpp, writer_main) and at three quarters.
+inline constexpr uint32_t k_ring_capacity = 16384;
 inline constexpr uint32_t k_ring_mask = k_ring_capacity - 1;
 inline constexpr size_t k_max_python_frames = 128;
 inline constexpr size_t k_max_native_frames = 128;
@@ -178,7 +178,8 @@ bool tracker_take_objects_changed() noexcept;
 // In a forked child: tracking off, every other thread's state forgotten.
 void tracker_after_fork_child() noexcept;
 
-// --- writer.cpp, used by the tracker's hot path (rare: half-full or full ring)
+// --- writer.cpp, used by the tracker's hot path (rare: a ring half full or more)
 void writer_wake() noexcept;
+void writer_wake_now() noexcept;
 
 }  // namespace memray::payload

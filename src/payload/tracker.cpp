@@ -172,7 +172,7 @@ void wait_for_room(ThreadState* s, uint64_t head) noexcept {
         s->cached_tail = s->tail.load(std::memory_order_acquire);
         if (head - s->cached_tail < k_ring_capacity) break;
         s->producer_waiting.store(1, std::memory_order_seq_cst);
-        writer_wake();
+        writer_wake_now();
         // Bounded sleep: a wakeup lost to a race costs at most this long.
         futex_wait(&s->tail_seq, seq, 2000000);
         s->producer_waiting.store(0, std::memory_order_relaxed);
@@ -228,6 +228,18 @@ inline void prefetch_for_write(const void* p) noexcept {
 #endif
 }
 
+// Half full: make sure the writer comes soon (a writer pacing itself comes anyway). Three
+// quarters: it is late (a pass that compressed a block, a host that did not run it), wake it now
+// rather than stall when the ring is full.
+__attribute__((noinline)) void ring_filling(ThreadState* s, uint64_t head) noexcept {
+    uint64_t known = head - s->cached_tail;
+    if (known < k_ring_capacity / 2) return;
+    s->cached_tail = s->tail.load(std::memory_order_acquire);
+    uint64_t fill = head - s->cached_tail;
+    if (known >= k_ring_capacity / 4 * 3 && fill >= k_ring_capacity / 2) writer_wake_now();
+    else if (fill >= k_ring_capacity / 4) writer_wake();
+}
+
 // Waits for room *before* the event is stamped: a thread that stamped and then slept on a full
 // ring would hand the writer an event older than ones it already wrote for other threads.
 inline void push(ThreadState* s, uint64_t address, uint64_t size, uint32_t node,
@@ -245,11 +257,9 @@ inline void push(ThreadState* s, uint64_t address, uint64_t size, uint32_t node,
     e.node = node;
     e.kind = uint8_t(kind);
     s->head.store(h + 1, std::memory_order_release);
-    // Crossing half full (as far as this thread knows): make sure the writer comes soon.
-    if (h + 1 - s->cached_tail == k_ring_capacity / 2) {
-        s->cached_tail = s->tail.load(std::memory_order_acquire);
-        if (h + 1 - s->cached_tail >= k_ring_capacity / 4) writer_wake();
-    }
+    // At each quarter of the ring (as far as this thread knows): one test on the hot path.
+    if (__builtin_expect(((h + 1 - s->cached_tail) & (k_ring_capacity / 4 - 1)) == 0, 0))
+        ring_filling(s, h + 1);
 }
 
 // A fork is being prepared: wait, not busy, until it is done (tracker_fork_gate_open).

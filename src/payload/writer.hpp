@@ -36,7 +36,9 @@ bool writer_running() noexcept;
 // In a forked child: the writer thread does not exist there; forget it and let the sink drop the
 // child's copy of the output without writing anything.
 void writer_after_fork_child() noexcept;
-// Wakes the writer now (declared in thread_state.hpp for the hot path too).
+// Wakes the writer soon: no call while it paces itself (declared in thread_state.hpp for the
+// hot path too). writer_wake_now(): at once, also then.
 void writer_wake() noexcept;
+void writer_wake_now() noexcept;
 
 }  // namespace memray::payload

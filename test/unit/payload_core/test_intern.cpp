@@ -18,7 +18,7 @@ using namespace memray::payload;
 using memray::format::FrameKind;
 
 namespace memray::payload {
-void writer_wake() noexcept {}
+void writer_wake_now() noexcept {}
 }  // namespace memray::payload
 
 namespace {

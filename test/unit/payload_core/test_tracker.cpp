@@ -726,7 +726,7 @@ TEST_CASE("a sink that fails stops tracking with one message naming it") {
     std::string err = capture_stderr([&] {
         start_writer_with(sink);
         static char buffer[8];
-        // A block is written at 256 KiB of records or after a second: wait for that write.
+        // A block is written at 64 KiB of records or after a second: wait for that write.
         auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
         while (!payload::writer_failed() && std::chrono::steady_clock::now() < deadline) {
             for (int j = 0; j < 1000; ++j) record_here(buffer, 8);
