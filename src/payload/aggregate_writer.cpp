@@ -13,11 +13,16 @@ namespace {
 
 using format::Allocator;
 
-// Open addressing with linear probing; key 0 marks an empty slot.
+// Open addressing with linear probing; key 0 marks an empty slot. A free leaves its slot as a
+// tombstone that keeps the key (location k_freed): allocators hand a freed address out again soon
+// (glibc's tcache at once), and the next allocation there takes the slot back, where deleting
+// it (shifting its probe chain back) and inserting it again cost the writer ~8% of a native
+// churn run. Tombstones count towards the load; a rebuild drops them.
+constexpr uint32_t k_freed = UINT32_MAX;
 struct LiveSlot {
     uint64_t key;  // address + 1
     uint64_t size;
-    uint32_t location;
+    uint32_t location;  // k_freed: a tombstone
 };
 struct IndexSlot {
     uint64_t key;  // location_key(): never 0 (an allocation's allocator is never 0)
@@ -47,6 +52,7 @@ struct AggregateState {
     LiveSlot* live = nullptr;
     size_t live_capacity = 0;  // a power of two
     size_t live_count = 0;
+    size_t freed_count = 0;  // tombstones
     IndexSlot* index = nullptr;
     size_t index_capacity = 0;
     Location* locations = nullptr;
@@ -102,13 +108,15 @@ size_t slot_of(uint64_t key, size_t capacity) noexcept {
 
 // --- live allocations
 
-bool grow_live() noexcept {
-    size_t capacity = g_agg.live_capacity * 2;
+// Into a new table without the tombstones: twice as large when at least half the load is live.
+bool rebuild_live() noexcept {
+    size_t capacity = g_agg.live_capacity;
+    if (g_agg.live_count * 2 >= g_agg.live_count + g_agg.freed_count) capacity *= 2;
     LiveSlot* fresh = map_array<LiveSlot>(capacity);
     if (!fresh) return false;
     for (size_t i = 0; i < g_agg.live_capacity; ++i) {
         const LiveSlot& s = g_agg.live[i];
-        if (s.key == 0) continue;
+        if (s.key == 0 || s.location == k_freed) continue;
         size_t j = slot_of(s.key, capacity);
         while (fresh[j].key != 0) j = (j + 1) & (capacity - 1);
         fresh[j] = s;
@@ -116,6 +124,7 @@ bool grow_live() noexcept {
     unmap_array(g_agg.live, g_agg.live_capacity);
     g_agg.live = fresh;
     g_agg.live_capacity = capacity;
+    g_agg.freed_count = 0;
     return true;
 }
 
@@ -125,22 +134,6 @@ LiveSlot* find_live(uint64_t key) noexcept {
         LiveSlot& s = g_agg.live[i];
         if (s.key == key || s.key == 0) return &s;
     }
-}
-
-// Backward-shift deletion keeps every probe chain unbroken without tombstones.
-void erase_live(LiveSlot* slot) noexcept {
-    size_t mask = g_agg.live_capacity - 1;
-    size_t hole = size_t(slot - g_agg.live);
-    for (size_t j = (hole + 1) & mask; g_agg.live[j].key != 0; j = (j + 1) & mask) {
-        size_t home = slot_of(g_agg.live[j].key, g_agg.live_capacity);
-        // The entry may move to the hole when its home is not in the cyclic range (hole, j].
-        bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
-        if (stays) continue;
-        g_agg.live[hole] = g_agg.live[j];
-        hole = j;
-    }
-    g_agg.live[hole].key = 0;
-    --g_agg.live_count;
 }
 
 // --- locations
@@ -353,11 +346,11 @@ void aggregate_event(uint32_t thread, Allocator kind, uint64_t address, uint64_t
         case Allocator::PymallocFree: {
             ++g_agg.deallocations;
             LiveSlot* s = find_live(address + 1);
-            if (s->key != 0) {
-                uint64_t bytes = s->size;
-                uint32_t id = s->location;
-                erase_live(s);
-                release(id, bytes, 1);
+            if (s->key != 0 && s->location != k_freed) {
+                release(s->location, s->size, 1);
+                s->location = k_freed;
+                --g_agg.live_count;
+                ++g_agg.freed_count;
             }
             update_peak(time_us);
             return;
@@ -379,23 +372,23 @@ void aggregate_event(uint32_t thread, Allocator kind, uint64_t address, uint64_t
     }
     LiveSlot* s = find_live(address + 1);
     if (s->key != 0) {
-        // The address was handed out again without a free we saw: the old block is gone.
-        release(s->location, s->size, 1);
-        erase_live(s);
-        s = find_live(address + 1);
+        if (s->location != k_freed) {
+            // The address was handed out again without a free we saw: the old block is gone.
+            release(s->location, s->size, 1);
+            s->location = k_freed;  // a tombstone until taken below
+            --g_agg.live_count;
+            ++g_agg.freed_count;
+        }
+    } else if ((g_agg.live_count + g_agg.freed_count + 1) * 2 > g_agg.live_capacity) {
+        s = rebuild_live() ? find_live(address + 1) : nullptr;
     }
-    if (id != UINT32_MAX) {
-        if ((g_agg.live_count + 1) * 2 > g_agg.live_capacity) {
-            if (grow_live()) s = find_live(address + 1);
-            else s = nullptr;
-        }
-        if (s) {
-            *s = LiveSlot{address + 1, size, id};
-            ++g_agg.live_count;
-            acquire(id, size);
-        } else {
-            out_of_memory();
-        }
+    if (s && id != UINT32_MAX) {
+        if (s->key != 0) --g_agg.freed_count;  // this address's own tombstone
+        *s = LiveSlot{address + 1, size, id};
+        ++g_agg.live_count;
+        acquire(id, size);
+    } else if (id != UINT32_MAX) {
+        out_of_memory();
     }
     update_peak(time_us);
 }
