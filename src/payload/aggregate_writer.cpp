@@ -17,7 +17,8 @@ using format::Allocator;
 // tombstone that keeps the key (location k_freed): allocators hand a freed address out again soon
 // (glibc's tcache at once), and the next allocation there takes the slot back, where deleting
 // it (shifting its probe chain back) and inserting it again cost the writer ~8% of a native
-// churn run. Tombstones count towards the load; a rebuild drops them.
+// churn run. An allocation at another address may take a tombstone on its way too (slot_for).
+// Tombstones count towards the load; a rebuild drops them.
 constexpr uint32_t k_freed = UINT32_MAX;
 struct LiveSlot {
     uint64_t key;  // address + 1
@@ -108,10 +109,37 @@ size_t slot_of(uint64_t key, size_t capacity) noexcept {
 
 // --- live allocations
 
-// Into a new table without the tombstones: twice as large when at least half the load is live.
+// Drops the tombstones where the table is: no new mapping, whose munmap later would interrupt
+// the program's threads (a TLB shootdown on every CPU they run on). Each live entry, taken in
+// order from an empty slot on, is inserted again: it lands at or before its old slot, since its
+// probe chain has no empty slot before that.
+void purge_live() noexcept {
+    size_t mask = g_agg.live_capacity - 1;
+    for (size_t i = 0; i <= mask; ++i) {
+        if (g_agg.live[i].location == k_freed) g_agg.live[i].key = 0;
+    }
+    size_t start = 0;
+    while (g_agg.live[start].key != 0) ++start;  // there is one: the table is at most half full
+    for (size_t n = 1; n <= mask; ++n) {
+        LiveSlot& here = g_agg.live[(start + n) & mask];
+        if (here.key == 0) continue;
+        LiveSlot e = here;
+        here.key = 0;
+        size_t j = slot_of(e.key, g_agg.live_capacity);
+        while (g_agg.live[j].key != 0) j = (j + 1) & mask;
+        g_agg.live[j] = e;
+    }
+    g_agg.freed_count = 0;
+}
+
+// Without the tombstones: in place when they are more than half the load, else into a table
+// twice as large.
 bool rebuild_live() noexcept {
-    size_t capacity = g_agg.live_capacity;
-    if (g_agg.live_count * 2 >= g_agg.live_count + g_agg.freed_count) capacity *= 2;
+    if (g_agg.live_count < g_agg.freed_count) {
+        purge_live();
+        return true;
+    }
+    size_t capacity = g_agg.live_capacity * 2;
     LiveSlot* fresh = map_array<LiveSlot>(capacity);
     if (!fresh) return false;
     for (size_t i = 0; i < g_agg.live_capacity; ++i) {
@@ -133,6 +161,19 @@ LiveSlot* find_live(uint64_t key) noexcept {
     for (size_t i = slot_of(key, g_agg.live_capacity);; i = (i + 1) & mask) {
         LiveSlot& s = g_agg.live[i];
         if (s.key == key || s.key == 0) return &s;
+    }
+}
+
+// Where an allocation at `key` goes: its own slot (live or a tombstone), else the first
+// tombstone on its probe chain, else the empty slot that ends the chain.
+LiveSlot* slot_for(uint64_t key) noexcept {
+    size_t mask = g_agg.live_capacity - 1;
+    LiveSlot* reuse = nullptr;
+    for (size_t i = slot_of(key, g_agg.live_capacity);; i = (i + 1) & mask) {
+        LiveSlot& s = g_agg.live[i];
+        if (s.key == key) return &s;
+        if (s.key == 0) return reuse ? reuse : &s;
+        if (!reuse && s.location == k_freed) reuse = &s;
     }
 }
 
@@ -370,8 +411,8 @@ void aggregate_event(uint32_t thread, Allocator kind, uint64_t address, uint64_t
         update_peak(time_us);
         return;
     }
-    LiveSlot* s = find_live(address + 1);
-    if (s->key != 0) {
+    LiveSlot* s = slot_for(address + 1);
+    if (s->key == address + 1) {
         if (s->location != k_freed) {
             // The address was handed out again without a free we saw: the old block is gone.
             release(s->location, s->size, 1);
@@ -379,11 +420,11 @@ void aggregate_event(uint32_t thread, Allocator kind, uint64_t address, uint64_t
             --g_agg.live_count;
             ++g_agg.freed_count;
         }
-    } else if ((g_agg.live_count + g_agg.freed_count + 1) * 2 > g_agg.live_capacity) {
-        s = rebuild_live() ? find_live(address + 1) : nullptr;
+    } else if (s->key == 0 && (g_agg.live_count + g_agg.freed_count + 1) * 2 > g_agg.live_capacity) {
+        s = rebuild_live() ? slot_for(address + 1) : nullptr;
     }
     if (s && id != UINT32_MAX) {
-        if (s->key != 0) --g_agg.freed_count;  // this address's own tombstone
+        if (s->key != 0) --g_agg.freed_count;  // a tombstone: this address's or another's
         *s = LiveSlot{address + 1, size, id};
         ++g_agg.live_count;
         acquire(id, size);
