@@ -133,7 +133,7 @@ void purge_live() noexcept {
 }
 
 // Without the tombstones: in place when they are more than half the load, else into a table
-// twice as large.
+// twice as large (live blocks were then over a quarter of it: at most 8 slots per live block).
 bool rebuild_live() noexcept {
     if (g_agg.live_count < g_agg.freed_count) {
         purge_live();
@@ -420,7 +420,8 @@ void aggregate_event(uint32_t thread, Allocator kind, uint64_t address, uint64_t
             --g_agg.live_count;
             ++g_agg.freed_count;
         }
-    } else if (s->key == 0 && (g_agg.live_count + g_agg.freed_count + 1) * 2 > g_agg.live_capacity) {
+    } else if (s->key == 0 &&
+               (g_agg.live_count + g_agg.freed_count + 1) * 2 > g_agg.live_capacity) {
         s = rebuild_live() ? slot_for(address + 1) : nullptr;
     }
     if (s && id != UINT32_MAX) {
