@@ -119,8 +119,9 @@ enum class Tag : uint8_t {
     // Writers for 3.8-3.10, where every frame has its own eval-loop call, mark every frame.
     // A node is one frame in the stack tree; an event's stack is the path from its node to the
     // root, innermost first. With native frames, the payload writes a stack as [native frames
-    // outer..inner] followed by [python frames outer..inner] on the same path; readers must not
-    // rely on the order of the two kinds (older captures have Python frames first).
+    // outer..innermost eval-loop call][python frames outer..inner][native frames of that call]
+    // on the same path; readers must not rely on how the two kinds interleave (older captures
+    // have all native frames first, or the Python frames first).
     Node = 0x05,
     // varint generation: the Object records that follow replace the previous set.
     ObjectsReset = 0x06,

@@ -4,6 +4,7 @@
 
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
+#include <dlfcn.h>
 #include <link.h>
 
 #include <cstring>
@@ -14,6 +15,8 @@ namespace memray::payload {
 // not part of the program's stack. The tracker reads them too (thread_state.hpp).
 uintptr_t g_self_lo = 0;
 uintptr_t g_self_hi = 0;
+uintptr_t g_eval_lo = 0;
+uintptr_t g_eval_hi = 0;
 
 namespace {
 
@@ -41,6 +44,17 @@ void native_stack_init() noexcept {
     fast_unwind_init();
     if (!g_self_hi) {
         dl_iterate_phdr(find_self, reinterpret_cast<void*>(&native_stack_init));
+    }
+    // CPython's eval loop (3.8-3.13 export it), where the tracker splits a hybrid stack.
+    if (!g_eval_hi) {
+        void* eval = dlsym(RTLD_DEFAULT, "_PyEval_EvalFrameDefault");
+        Dl_info info;
+        ElfW(Sym)* sym = nullptr;
+        if (eval && dladdr1(eval, &info, reinterpret_cast<void**>(&sym), RTLD_DL_SYMENT) &&
+            sym && sym->st_size > 0) {
+            g_eval_lo = reinterpret_cast<uintptr_t>(eval);
+            g_eval_hi = g_eval_lo + sym->st_size;
+        }
     }
 }
 

@@ -66,6 +66,8 @@ inline uint64_t coarse_ns() noexcept {
 // ~10 ns in libunwind's fast path) than through a helper function would.
 extern uintptr_t g_self_lo;  // the payload's executable segment, set by native_stack_init()
 extern uintptr_t g_self_hi;
+extern uintptr_t g_eval_lo;  // _PyEval_EvalFrameDefault's code (0, 0 without Python)
+extern uintptr_t g_eval_hi;
 
 // How many of buf[0..n) are the payload's own innermost frames.
 inline int native_self_frames(void* const* buf, int n) noexcept {
@@ -122,6 +124,8 @@ struct alignas(64) ThreadState {
     // The previous stack's native part was the whole walk (not cut at k_max_native_frames),
     // so the walker's reused outer frames are the prefix cache's first ones (capture_stack).
     bool native_whole = false;
+    // Native frames the previous stack put before its Python frames (capture_stack).
+    uint32_t native_outer = 0;
 
     // --- written by the writer (consumer)
     alignas(64) std::atomic<uint64_t> tail{0};

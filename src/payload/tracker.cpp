@@ -148,6 +148,7 @@ ThreadState* register_thread() noexcept {
     s->tid.store(sys_gettid(), std::memory_order_relaxed);
     s->clock_session = 0;
     s->native_whole = false;
+    s->native_outer = 0;
     s->cached_tail = s->tail.load(std::memory_order_acquire);
     s->cache.session = 0;
     s->cache.len = 0;
@@ -328,12 +329,18 @@ __attribute__((noinline, cold)) void check_walk(ThreadState* s, int got) noexcep
 
 // Inlined into record_allocation so that unw_backtrace's first frame is the hook's callee.
 __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noexcept {
-    // Native frames first (outermost at the root), then the Python frames: the native part of a
-    // Python program's stacks changes less often than the innermost Python frame's instruction
-    // offset, so the thread's previous stack (PrefixCache) shares more of it and fewer nodes are
-    // looked up in the shared table.
+    // The path interned, from the root: the native frames out to the innermost eval-loop call
+    // (_PyEval_EvalFrameDefault), the Python frames, then the native frames that call made (the
+    // allocation's C call site: PyUnicode_New, PyObject_Malloc, ...). That is the real call
+    // order, and the thread's previous stack (PrefixCache) shares the most of it: the outer
+    // native part rarely changes, the Python part changes at its innermost frame, and the call
+    // site's few frames come last. With the call site before the Python frames, each new one gave
+    // all of them new nodes (interning was a fifth of a PYTHONMALLOC=malloc --native run).
+    // Without an eval-loop frame (not Python, or C code's own thread) the native part comes first.
     size_t n = 0;
     size_t known = 0;  // outermost frames equal to the previous stack's (intern_stack)
+    size_t inner = 0;  // native frames after the Python ones
+    int self = 0;      // the payload's own frames at the start of native_frames
     const uint32_t session = g_tracker.session.load(std::memory_order_relaxed);
     if (g_tracker.native) {
         // In place: native_frames has room for the payload's own frames, which are dropped.
@@ -355,7 +362,7 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
 #endif
         if (got < 0) got = unw_backtrace(buf, k_room);
         // Read in place after the payload's own frames, not moved down first: one pass.
-        int self = got > 0 ? native_self_frames(buf, got) : 0;
+        self = got > 0 ? native_self_frames(buf, got) : 0;
         size_t total = got > self ? size_t(got - self) : 0;
         size_t nn = total < k_max_native_frames ? total : k_max_native_frames;
         const bool whole = total == nn;
@@ -368,15 +375,27 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         if (whole && s->native_whole && s->cache.session == session && reused <= s->cache.len)
             known = reused;
         s->native_whole = whole;
-        const uintptr_t* program = s->native_frames + self;
-        for (size_t j = known; j < nn; ++j) {
+        const uintptr_t* program = s->native_frames + self;  // innermost first
+        // The call site: the frames inside the innermost eval-loop call (none without one).
+        inner = 0;
+        if (g_tracker.python && g_eval_hi) {
+            while (inner < nn && (program[inner] < g_eval_lo || program[inner] >= g_eval_hi))
+                ++inner;
+            if (inner == nn) inner = 0;
+        }
+        const size_t outer = nn - inner;
+        // The kept stack starts with the same frames only as far as both put native frames first.
+        if (known > outer) known = outer;
+        if (known > s->native_outer) known = s->native_outer;
+        s->native_outer = uint32_t(outer);
+        for (size_t j = known; j < outer; ++j) {
             StackFrame& f = s->frames[j];
             f.value = program[nn - 1 - j];
             f.fingerprint = 0;
             f.offset = 0;
             f.kind = uint32_t(format::FrameKind::Native);
         }
-        n = nn;
+        n = outer;
     }
     if (g_tracker.python) {
         // With --native the launcher's frames stay: the hybrid stacks pair each Python entry
@@ -390,6 +409,14 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
             f.kind = uint32_t(s->py_frames[i].entry ? format::FrameKind::PythonEntry
                                                     : format::FrameKind::Python);
         }
+    }
+    const uintptr_t* program = s->native_frames + self;
+    for (size_t j = inner; j-- > 0;) {
+        StackFrame& f = s->frames[n++];
+        f.value = program[j];
+        f.fingerprint = 0;
+        f.offset = 0;
+        f.kind = uint32_t(format::FrameKind::Native);
     }
     return intern_stack(s->cache, session, s->frames, n, known);
 }

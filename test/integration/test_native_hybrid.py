@@ -152,6 +152,16 @@ def check_events(c, memray, capture, size, calls, kept, what):
     c.equal(freed, calls - kept, "%s: frees of those blocks" % what)
     c.check(all(cap.native_depth(e["node"]) >= 2 for e in mallocs),
             "%s: every one has native frames" % what)
+    # The stored path, innermost first: the extension's call site (native), the Python frames,
+    # then the native frames out from the innermost eval-loop call (the real call order, which
+    # consecutive stacks share the most of: docs/native.md).
+    shapes = set()
+    for e in mallocs:
+        kinds = ["py" if n["kind"].lower().startswith("py") else "nat"
+                 for _, n in cap._chain(e["node"]) if n is not None]
+        shapes.add(tuple(k for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k))
+    c.equal(sorted(shapes), [("nat", "py", "nat")],
+            "%s: stored as call site, Python frames, outer native frames" % what)
 
 
 def main():
