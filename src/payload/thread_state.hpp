@@ -2,6 +2,10 @@
 // thread (consumer side, writer.cpp). Lives in mmap'd memory; TLS only holds a pointer to it.
 #pragma once
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -19,6 +23,17 @@ inline uint64_t now_ns() noexcept {
     timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return uint64_t(t.tv_sec) * 1000000000u + uint64_t(t.tv_nsec);
+}
+
+// Sleeps while *word == expected, at most timeout_ns (< 1 s), until futex_wake(word).
+inline void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, long timeout_ns) noexcept {
+    timespec ts{0, timeout_ns};
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, &ts,
+            nullptr, 0);
+}
+inline void futex_wake(std::atomic<uint32_t>* word, int waiters) noexcept {
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, waiters, nullptr,
+            nullptr, 0);
 }
 
 // True when events are stamped with the TSC (tracker_init decides once, see tracker.cpp);

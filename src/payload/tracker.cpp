@@ -109,12 +109,6 @@ bool tsc_usable() noexcept {
 #endif
 }
 
-void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, long timeout_ns) noexcept {
-    timespec ts{0, timeout_ns};
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, &ts,
-            nullptr, 0);
-}
-
 void on_thread_exit(void* p) noexcept {
     // The thread may still allocate in later TLS destructors: it keeps its state (t_state is
     // not cleared) and the writer recycles the state only once the tid is gone.
@@ -576,8 +570,7 @@ void tracker_fork_gate_close() noexcept {
 
 void tracker_fork_gate_open() noexcept {
     g_tracker.fork_gate.store(0, std::memory_order_release);
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_tracker.fork_gate), FUTEX_WAKE_PRIVATE,
-            INT32_MAX, nullptr, nullptr, 0);
+    futex_wake(&g_tracker.fork_gate, INT32_MAX);
 }
 
 ThreadState* thread_list() noexcept { return g_tracker.threads.load(std::memory_order_acquire); }

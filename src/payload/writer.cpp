@@ -361,8 +361,7 @@ void release_ring(Cursor& c) noexcept {
     s->tail.store(c.end, std::memory_order_release);
     s->tail_seq.fetch_add(1, std::memory_order_seq_cst);
     if (s->producer_waiting.load(std::memory_order_seq_cst)) {
-        syscall(SYS_futex, reinterpret_cast<uint32_t*>(&s->tail_seq), FUTEX_WAKE_PRIVATE, 1,
-                nullptr, nullptr, 0);
+        futex_wake(&s->tail_seq, 1);
     }
 }
 
@@ -594,18 +593,12 @@ void* writer_main(void*) noexcept {
     uint64_t last_pass_ns = now_ns();
     while (!g_session.finish.load(std::memory_order_acquire)) {
         if (paced) {
-            if (g_session.wake_word.exchange(1, std::memory_order_acq_rel) != 2) {
-                timespec ts{0, long(pace_ns)};
-                syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_session.wake_word),
-                        FUTEX_WAIT_PRIVATE, 1, &ts, nullptr, 0);
-            }
+            if (g_session.wake_word.exchange(1, std::memory_order_acq_rel) != 2)
+                futex_wait(&g_session.wake_word, 1, long(pace_ns));
             g_session.wake_word.store(1, std::memory_order_release);
         } else {
-            if (!again && g_session.wake_word.load(std::memory_order_acquire) == 0) {
-                timespec ts{0, k_tick_ns};
-                syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_session.wake_word),
-                        FUTEX_WAIT_PRIVATE, 0, &ts, nullptr, 0);
-            }
+            if (!again && g_session.wake_word.load(std::memory_order_acquire) == 0)
+                futex_wait(&g_session.wake_word, 0, k_tick_ns);
             g_session.wake_word.store(0, std::memory_order_release);
         }
         uint64_t start = now_ns();
@@ -644,17 +637,13 @@ void* writer_main(void*) noexcept {
 
 void writer_wake() noexcept {
     if (g_session.wake_word.load(std::memory_order_relaxed) == 0 &&
-        g_session.wake_word.exchange(1, std::memory_order_acq_rel) == 0) {
-        syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_session.wake_word), FUTEX_WAKE_PRIVATE,
-                1, nullptr, nullptr, 0);
-    }
+        g_session.wake_word.exchange(1, std::memory_order_acq_rel) == 0)
+        futex_wake(&g_session.wake_word, 1);
 }
 
 void writer_wake_now() noexcept {
-    if (g_session.wake_word.exchange(2, std::memory_order_acq_rel) != 2) {
-        syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_session.wake_word), FUTEX_WAKE_PRIVATE,
-                1, nullptr, nullptr, 0);
-    }
+    if (g_session.wake_word.exchange(2, std::memory_order_acq_rel) != 2)
+        futex_wake(&g_session.wake_word, 1);
 }
 
 int writer_start(const WriterOptions& options, char* err, size_t err_len) noexcept {
