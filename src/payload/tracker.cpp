@@ -321,6 +321,13 @@ __attribute__((noinline, cold)) void check_walk(ThreadState* s, int got) noexcep
     fast_unwind_count_check(same, false);
 }
 
+inline void set_native_frame(StackFrame& f, uintptr_t ip) noexcept {
+    f.value = ip;
+    f.fingerprint = 0;
+    f.offset = 0;
+    f.kind = uint32_t(format::FrameKind::Native);
+}
+
 // Inlined into record_allocation so that unw_backtrace's first frame is the hook's callee.
 __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noexcept {
     // The path interned, from the root: the native frames out to the innermost eval-loop call
@@ -333,8 +340,8 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
     // Without an eval-loop frame (not Python, or C code's own thread) the native part comes first.
     size_t n = 0;
     size_t known = 0;  // outermost frames equal to the previous stack's (intern_stack)
-    size_t inner = 0;  // native frames after the Python ones
-    int self = 0;      // the payload's own frames at the start of native_frames
+    size_t inner = 0;  // native frames after the Python ones: program[0, inner)
+    const uintptr_t* program = nullptr;  // the program's native frames, innermost first
     const uint32_t session = g_tracker.session.load(std::memory_order_relaxed);
     if (g_tracker.native) {
         // In place: native_frames has room for the payload's own frames, which are dropped.
@@ -356,7 +363,7 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
 #endif
         if (got < 0) got = unw_backtrace(buf, k_room);
         // Read in place after the payload's own frames, not moved down first: one pass.
-        self = got > 0 ? native_self_frames(buf, got) : 0;
+        int self = got > 0 ? native_self_frames(buf, got) : 0;
         size_t total = got > self ? size_t(got - self) : 0;
         size_t nn = total < k_max_native_frames ? total : k_max_native_frames;
         const bool whole = total == nn;
@@ -369,9 +376,8 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         if (whole && s->native_whole && s->cache.session == session && reused <= s->cache.len)
             known = reused;
         s->native_whole = whole;
-        const uintptr_t* program = s->native_frames + self;  // innermost first
+        program = s->native_frames + self;
         // The call site: the frames inside the innermost eval-loop call (none without one).
-        inner = 0;
         if (g_tracker.python && g_eval_hi) {
             while (inner < nn && (program[inner] < g_eval_lo || program[inner] >= g_eval_hi))
                 ++inner;
@@ -382,13 +388,7 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         if (known > outer) known = outer;
         if (known > s->native_outer) known = s->native_outer;
         s->native_outer = uint32_t(outer);
-        for (size_t j = known; j < outer; ++j) {
-            StackFrame& f = s->frames[j];
-            f.value = program[nn - 1 - j];
-            f.fingerprint = 0;
-            f.offset = 0;
-            f.kind = uint32_t(format::FrameKind::Native);
-        }
+        for (size_t j = known; j < outer; ++j) set_native_frame(s->frames[j], program[nn - 1 - j]);
         n = outer;
     }
     if (g_tracker.python) {
@@ -404,14 +404,7 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
                                                     : format::FrameKind::Python);
         }
     }
-    const uintptr_t* program = s->native_frames + self;
-    for (size_t j = inner; j-- > 0;) {
-        StackFrame& f = s->frames[n++];
-        f.value = program[j];
-        f.fingerprint = 0;
-        f.offset = 0;
-        f.kind = uint32_t(format::FrameKind::Native);
-    }
+    for (size_t j = inner; j-- > 0;) set_native_frame(s->frames[n++], program[j]);
     return intern_stack(s->cache, session, s->frames, n, known);
 }
 
