@@ -112,6 +112,13 @@ size_t slot_of(uint64_t key, size_t capacity) noexcept {
 
 // --- live allocations
 
+// Puts e in the first empty slot of its probe chain in `table` (capacity slots, not full).
+void place_live(LiveSlot* table, size_t capacity, const LiveSlot& e) noexcept {
+    size_t j = slot_of(e.key, capacity);
+    while (table[j].key != 0) j = (j + 1) & (capacity - 1);
+    table[j] = e;
+}
+
 // Drops the tombstones where the table is: no new mapping, whose munmap later would interrupt
 // the program's threads (a TLB shootdown on every CPU they run on). Each live entry, taken in
 // order from an empty slot on, is inserted again: it lands at or before its old slot, since its
@@ -128,9 +135,7 @@ void purge_live() noexcept {
         if (here.key == 0) continue;
         LiveSlot e = here;
         here.key = 0;
-        size_t j = slot_of(e.key, g_agg.live_capacity);
-        while (g_agg.live[j].key != 0) j = (j + 1) & mask;
-        g_agg.live[j] = e;
+        place_live(g_agg.live, g_agg.live_capacity, e);
     }
     g_agg.freed_count = 0;
 }
@@ -147,10 +152,7 @@ bool rebuild_live() noexcept {
     if (!fresh) return false;
     for (size_t i = 0; i < g_agg.live_capacity; ++i) {
         const LiveSlot& s = g_agg.live[i];
-        if (s.key == 0 || s.location == k_freed) continue;
-        size_t j = slot_of(s.key, capacity);
-        while (fresh[j].key != 0) j = (j + 1) & (capacity - 1);
-        fresh[j] = s;
+        if (s.key != 0 && s.location != k_freed) place_live(fresh, capacity, s);
     }
     unmap_array(g_agg.live, g_agg.live_capacity);
     g_agg.live = fresh;
