@@ -255,12 +255,16 @@ int hook_dlclose(void* handle) noexcept {
 
 extern "C" {
 // Read by the entry points below; written by install_hooks() before any slot points to them.
-__attribute__((visibility("hidden"))) void* memray_real_dlsym = nullptr;
-__attribute__((visibility("hidden"))) void* memray_real_dlvsym = nullptr;
-__attribute__((visibility("hidden"))) bool memray_dlsym_name_hooked(const char* name) noexcept;
-__attribute__((visibility("hidden"))) void* memray_dlsym_hooked(void* handle, const char* name) noexcept;
-__attribute__((visibility("hidden"))) void* memray_dlvsym_hooked(void* handle, const char* name,
-                                                                 const char* version) noexcept;
+// `used`: only the assembly refers to these, and the payload is built with link-time
+// optimization, which would otherwise drop them as unreferenced.
+__attribute__((visibility("hidden"), used)) void* memray_real_dlsym = nullptr;
+__attribute__((visibility("hidden"), used)) void* memray_real_dlvsym = nullptr;
+__attribute__((visibility("hidden"), used)) bool memray_dlsym_name_hooked(const char* name) noexcept;
+__attribute__((visibility("hidden"), used)) void* memray_dlsym_hooked(void* handle,
+                                                                      const char* name) noexcept;
+__attribute__((visibility("hidden"), used)) void* memray_dlvsym_hooked(void* handle,
+                                                                       const char* name,
+                                                                       const char* version) noexcept;
 __attribute__((visibility("hidden"))) void* memray_hook_dlsym(void* handle, const char* name) noexcept;
 __attribute__((visibility("hidden"))) void* memray_hook_dlvsym(void* handle, const char* name,
                                                                const char* version) noexcept;
