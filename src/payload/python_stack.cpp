@@ -112,6 +112,17 @@ inline bool has_type(const void* object, const void* type) {
     return plausible(object) && type != nullptr && load_ptr(object, k_ob_type) == type;
 }
 
+// python_code_fingerprint(). Another code object allocated at a freed one's address has other
+// name, file and line-table objects; the rotations keep equal pointers in two fields from
+// cancelling out. Independent loads and no carry chain: it runs for every frame of every event.
+inline uint64_t fingerprint_of(const Layout& l, const void* code) {
+    auto word = [&](uint32_t at) { return uint64_t(uintptr_t(load_ptr(code, at))); };
+    auto rotl = [](uint64_t v, int k) { return (v << k) | (v >> (64 - k)); };
+    uint64_t first = uint32_t(load<int32_t>(code, l.co_firstlineno));
+    return word(l.co_name) ^ rotl(word(l.co_filename), 21) ^ rotl(word(l.co_linetable), 42) ^
+           rotl(first, 47);
+}
+
 // 3.13 keeps the authoritative offsets at the start of _PyRuntime; a patch release that moved a
 // field is then still read correctly. Positions inside _Py_DebugOffsets (3.13.0 header).
 void apply_debug_offsets(Layout& l) {
@@ -363,7 +374,7 @@ size_t python_walk(PyFrameRef* out, size_t max, bool stop_at_root) noexcept {
             if (units > size_units) break;
             if (units > 0) offset = uint32_t(units * 2);
         }
-        out[n++] = PyFrameRef{code, offset, entry};
+        out[n++] = PyFrameRef{code, offset, entry, fingerprint_of(l, code)};
         last_kept = true;
     }
     return n;
@@ -372,15 +383,7 @@ size_t python_walk(PyFrameRef* out, size_t max, bool stop_at_root) noexcept {
 uint64_t python_code_fingerprint(const void* code) noexcept {
     const Layout* l = g_python.layout.load(std::memory_order_acquire);
     if (l == nullptr || !plausible(code)) return 0;
-    auto mix = [](uint64_t h, uint64_t v) {
-        h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
-        return h;
-    };
-    uint64_t h = reinterpret_cast<uintptr_t>(load_ptr(code, l->co_name));
-    h = mix(h, reinterpret_cast<uintptr_t>(load_ptr(code, l->co_filename)));
-    h = mix(h, reinterpret_cast<uintptr_t>(load_ptr(code, l->co_linetable)));
-    h = mix(h, uint32_t(load<int32_t>(code, l->co_firstlineno)));
-    return h;
+    return fingerprint_of(*l, code);
 }
 
 bool python_code_details(const void* code, PyCodeDetails& out) noexcept {

@@ -11,6 +11,7 @@ struct PyFrameRef {
     const void* code;  // PyCodeObject*
     uint32_t offset;   // byte offset of the current instruction, as PyCode_Addr2Line expects
     bool entry;        // first frame of its eval-loop call (format/records.hpp, Node)
+    uint64_t fingerprint = 0;  // python_code_fingerprint(code), read by the walk
 };
 
 // Detects a CPython 3.8-3.13 in this process (symbols looked up at runtime) and selects the
@@ -40,6 +41,7 @@ void python_set_root(const void* code) noexcept;
 
 // A cheap fingerprint of a code object (pointers of its name/filename/line table, first line) used
 // to notice that a cached code object pointer was freed and reused for another code object.
+// python_walk() gives each frame's (PyFrameRef::fingerprint) without a call per frame.
 uint64_t python_code_fingerprint(const void* code) noexcept;
 
 struct PyCodeDetails {

@@ -398,7 +398,7 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         for (size_t i = np; i-- > 0;) {
             StackFrame& f = s->frames[n++];
             f.value = uint64_t(uintptr_t(s->py_frames[i].code));
-            f.fingerprint = python_code_fingerprint(s->py_frames[i].code);
+            f.fingerprint = s->py_frames[i].fingerprint;
             f.offset = s->py_frames[i].offset;
             f.kind = uint32_t(s->py_frames[i].entry ? format::FrameKind::PythonEntry
                                                     : format::FrameKind::Python);

@@ -30,7 +30,10 @@ void python_set_root(const void*) noexcept {}
 
 size_t python_walk(PyFrameRef* out, size_t max, bool) noexcept {
     size_t n = stubs::fake_depth < max ? stubs::fake_depth : max;
-    for (size_t i = 0; i < n; ++i) out[i] = stubs::fake_frames[i];
+    for (size_t i = 0; i < n; ++i) {
+        out[i] = stubs::fake_frames[i];
+        out[i].fingerprint = python_code_fingerprint(out[i].code);
+    }
     return n;
 }
 

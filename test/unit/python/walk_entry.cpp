@@ -30,7 +30,8 @@ long walk_to_text(char* out, size_t cap, size_t max_frames, bool stop_at_root = 
     for (size_t i = 0; i < n; ++i) {
         uint64_t fp = memray::payload::python_code_fingerprint(frames[i].code);
         if (!memray::payload::python_code_details(frames[i].code, details) || fp == 0 ||
-            fp != memray::payload::python_code_fingerprint(frames[i].code)) {
+            fp != memray::payload::python_code_fingerprint(frames[i].code) ||
+            fp != frames[i].fingerprint) {
             return -2;
         }
         std::string_view table(reinterpret_cast<const char*>(details.line_table),
