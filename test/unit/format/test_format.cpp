@@ -449,9 +449,15 @@ TEST_CASE("the writer's unchecked sink writes the same bytes as the checked one"
 }
 
 TEST_CASE("varints round trip at their edges") {
-    std::vector<uint8_t> buf(64);
-    for (uint64_t v : {uint64_t(0), uint64_t(127), uint64_t(128), uint64_t(16383), uint64_t(16384),
-                       uint64_t(1) << 35, ~uint64_t(0)}) {
+    // Every bit length: 2^k - 1 and 2^k, so each size of the encoding meets its neighbours.
+    std::vector<uint64_t> values{0, ~uint64_t(0)};
+    for (unsigned k = 1; k < 64; ++k) {
+        values.push_back((uint64_t(1) << k) - 1);
+        values.push_back(uint64_t(1) << k);
+    }
+    for (uint64_t v : values) {
+        unsigned bits = 64 - unsigned(__builtin_clzll(v | 1));
+        CHECK(varint_size(v) == (bits > 56 ? 9u : (bits + 6) / 7));
         CaptureBuilder b(Codec::Raw);
         auto& s = b.sink();
         auto& st = b.state();
