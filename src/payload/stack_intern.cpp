@@ -359,7 +359,7 @@ inline PrefixCache::Edge& edge_slot(PrefixCache& cache, uint32_t parent,
                                    const StackFrame& f) noexcept {
     uint64_t h = (f.value ^ (uint64_t(parent) << 20) ^ (uint64_t(f.offset) << 7)) *
                  0x9e3779b97f4a7c15ull;
-    return cache.edges[(h >> 56) & (PrefixCache::k_edges - 1)];
+    return cache.edges[h >> (64 - __builtin_ctzll(PrefixCache::k_edges))];
 }
 
 // intern_frame() through the thread's recent edges.

@@ -40,7 +40,9 @@ struct PrefixCache {
         uint32_t parent;
         uint32_t child;  // 0: empty
     };
-    static constexpr size_t k_edges = 256;
+    // A power of two. 1024 (32 KiB a thread): PYTHONMALLOC=malloc --native ran 2.6% faster
+    // than with 256; 4096 gained nothing more.
+    static constexpr size_t k_edges = 1024;
     Edge edges[k_edges] = {};
 };
 
