@@ -433,7 +433,8 @@ void encode_time_of(Sink& sink, uint64_t ticks) noexcept {
 
 // `ahead`: the address of an event a few places later, whose live-table slot --aggregate starts
 // fetching now (0: none).
-void emit_event(ThreadState* s, const RawEvent& e, uint64_t ahead) noexcept {
+__attribute__((always_inline)) inline void emit_event(ThreadState* s, const RawEvent& e,
+                                                   uint64_t ahead) noexcept {
     Allocator kind = Allocator(e.kind);
     uint32_t index = s->thread_index;
     if (is_deallocator(kind)) ++g_session.deallocations;
