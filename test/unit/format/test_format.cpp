@@ -27,7 +27,7 @@ class CaptureBuilder {
         std::vector<uint8_t> hdr(4096);
         ByteSink s(hdr.data(), hdr.size());
         HeaderFields h;
-        h.flags = k_flag_native | (codec == Codec::Lz4 ? k_flag_compressed : 0);
+        h.flags = k_flag_native | (codec == Codec::Lz4 ? uint32_t(k_flag_compressed) : 0u);
         h.pid = 4242;
         h.start_time_unix_ms = 1700000000123;
         h.command_line = "python3 demo.py --x";
