@@ -1,9 +1,11 @@
 """The native stack walker against libunwind on every allocation of a program that allocates from
 every awkward kind of stack (targets/unwind_cases.cpp): recursion, rbp-addressed frames, C++
 exceptions, longjmp, a signal handler on an alternate stack, a ucontext coroutine, threads, a
-library loaded and unloaded twenty times. With MEMRAY_STACK_CHECK=abort any stack that differs
-aborts the program; the payload's report line says how many were compared and how many the walker
-left to libunwind (the signal handler's: a signal frame is not a simple rule).
+library loaded and unloaded twenty times, and a call whose inner frames sit where an earlier
+call's did, above stale copies of that call's return addresses, so that only a saved rbp tells
+the walker its previous walk does not hold (stale_frames). With MEMRAY_STACK_CHECK=abort any
+stack that differs aborts the program; the payload's report line says how many were compared and
+how many the walker left to libunwind (the signal handler's: a signal frame is not a simple rule).
 Then the same run with MEMRAY_FAST_UNWIND=0 must record the same stacks: the same multiset of
 (allocator, size, native frames as object + offset), which does not depend on how the threads
 interleaved or where the objects were loaded.
@@ -37,6 +39,11 @@ def main():
     done = [line for line in p.stdout.splitlines() if line.startswith("done ")]
     c.equal(done, [line for line in plain.stdout.splitlines() if line.startswith("done ")],
             "the target did all its work")
+    aligned = re.search(r"^stale frames aligned (\d+)$", p.stdout, re.M)
+    c.check(aligned is not None and int(aligned.group(1)) > 0,
+            "the stale-frames case lined its frames up (%s; 0 means this compiler laid the "
+            "frames out otherwise and the case tests nothing)"
+            % (aligned.group(1) if aligned else "no count printed"))
     m = re.search(r"stack check: (\d+) native stacks compared with libunwind, (\d+) differed, "
                   r"(\d+) left to libunwind", p.stderr)
     if not c.check(m is not None, "the payload reported its stack check"):

@@ -2,7 +2,8 @@
 // right or hand over to libunwind: deep recursion, frames that address their locals through rbp
 // (variable-length arrays), C++ exceptions thrown and caught across frames, longjmp out of
 // nested frames, a signal handler on an alternate stack, a ucontext coroutine on its own stack,
-// threads, and a library loaded and unloaded repeatedly. The driver runs it with
+// threads, a library loaded and unloaded repeatedly, and frames at the stack addresses of an
+// earlier call's (stale_frames). The driver runs it with
 // MEMRAY_STACK_CHECK=abort, so any difference from libunwind aborts it.
 //   unwind_cases LIBRARY ROUNDS
 // Prints "done <allocations>" at the end.
@@ -157,6 +158,85 @@ __attribute__((noinline)) void libraries(const char* path) {
     }
 }
 
+// The walker reuses the outer part of the thread's previous walk when it reaches a frame with the
+// same registers and the memory that walk read still holds the same values. Here the second
+// allocation's innermost frames are where the first one's were (same stack addresses, same
+// return addresses), but its outer frames are another function's, and the return-address slots
+// of the first call's outer frames still hold their old values (copied back on purpose): only
+// the saved rbp of the frame that addresses its locals through rbp tells them apart.
+struct Stale {
+    uintptr_t top = 0;      // same_spot()'s stack top when its callee ran in the first call
+    uintptr_t lo = 0;       // stack bytes the first call's frames left, copied back in the second
+    unsigned char bytes[64];
+    void* caller_return = nullptr;  // where the first call's caller returns to
+    void* caller_return_now = nullptr;
+    long aligned = 0;       // second calls set up as intended (see same_spot)
+};
+Stale g_stale;
+
+__attribute__((noinline)) void spot_alloc(bool first, uintptr_t caller_rbp) {
+    void* p = malloc(136);
+    g_sink = p;
+    if (first) {  // the caller's saved rbp and return address, and what lies below them
+        g_stale.lo = caller_rbp + 16 - sizeof g_stale.bytes;
+        memcpy(g_stale.bytes, reinterpret_cast<void*>(g_stale.lo), sizeof g_stale.bytes);
+    }
+    free(p);
+    ++g_count;
+}
+
+// Addresses its locals through rbp (alloca), and steps its stack top down towards where the
+// first call had it, so that spot_alloc() runs at the same address both times (when the steps
+// land there exactly: the callers' pads vary so that some do).
+__attribute__((noinline)) void same_spot(bool first) {
+    auto top = reinterpret_cast<uintptr_t>(__builtin_alloca(16));
+    if (first) g_stale.top = top;
+    while (!first && top > g_stale.top) top = reinterpret_cast<uintptr_t>(__builtin_alloca(16));
+    uintptr_t rbp = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+    // Counted when spot_alloc() runs where it did the first time, the first call's frame of this
+    // function lies inside this call's alloca'd area, and both callers return to one place.
+    if (!first && top == g_stale.top && g_stale.lo >= top &&
+        g_stale.lo + sizeof g_stale.bytes < rbp &&
+        g_stale.caller_return_now == g_stale.caller_return) {
+        memcpy(reinterpret_cast<void*>(g_stale.lo), g_stale.bytes, sizeof g_stale.bytes);
+        ++g_stale.aligned;
+    }
+    spot_alloc(first, rbp);
+    g_sink = reinterpret_cast<void*>(top);
+}
+
+// Two callers that differ only in how deep they put same_spot()'s frame.
+__attribute__((noinline)) void deep_caller(bool first, size_t pad) {
+    g_stale.caller_return = __builtin_return_address(0);
+    g_sink = __builtin_alloca(pad);
+    same_spot(first);
+    asm volatile("");  // not a tail call
+}
+
+__attribute__((noinline)) void shallow_caller(bool first, size_t pad) {
+    g_stale.caller_return_now = __builtin_return_address(0);
+    g_sink = __builtin_alloca(pad);
+    same_spot(first);
+    asm volatile("");  // not a tail call
+}
+
+void (*const g_callers[2])(bool, size_t) = {deep_caller, shallow_caller};
+volatile int g_round;
+
+__attribute__((noinline)) void stale_frames() {
+    // Both callers from one call instruction, at the same stack address: chosen by table, not
+    // by a branch the compiler could give a call of its own (the volatile round hides the
+    // alternation from it too).
+#pragma GCC unroll 1
+    for (int round = 0; round < 40; ++round) {
+        g_round = round;
+        int i = g_round;
+        int second = i & 1;
+        size_t pad = 16 + size_t(1 - second) * (1008 + 16 * size_t(i / 2 % 4));
+        g_callers[second](second == 0, pad);
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -174,7 +254,9 @@ int main(int argc, char** argv) {
         coroutines();
         threads();
         libraries(argv[1]);
+        stale_frames();
     }
     printf("done %ld\n", g_count.load());
+    printf("stale frames aligned %ld\n", g_stale.aligned);
     return 0;
 }
