@@ -100,7 +100,7 @@ struct WriterState {
         uint64_t deallocations = 0;
         uint64_t last_time_us = 0;
         // Events stamped before this tick get no Time record (the block's last one is less
-        // than 1 ms older), so emit_event() need not convert their stamps (see time_due()).
+        // than 1 ms older), so emit_event() need not convert their stamps (encode_time_of()).
         // 0 when unknown: a new block, a new clock slope.
         uint64_t next_time_tick = 0;
         uint32_t raw_blocks_left = 0;  // see flush_block()
