@@ -257,14 +257,14 @@ extern "C" {
 // Read by the entry points below; written by install_hooks() before any slot points to them.
 // `used`: only the assembly refers to these, and the payload is built with link-time
 // optimization, which would otherwise drop them as unreferenced.
-__attribute__((visibility("hidden"), used)) void* memray_real_dlsym = nullptr;
-__attribute__((visibility("hidden"), used)) void* memray_real_dlvsym = nullptr;
-__attribute__((visibility("hidden"), used)) bool memray_dlsym_name_hooked(const char* name) noexcept;
-__attribute__((visibility("hidden"), used)) void* memray_dlsym_hooked(void* handle,
-                                                                      const char* name) noexcept;
-__attribute__((visibility("hidden"), used)) void* memray_dlvsym_hooked(void* handle,
-                                                                       const char* name,
-                                                                       const char* version) noexcept;
+#define MEMRAY_ASM_REFERENCED __attribute__((visibility("hidden"), used))
+MEMRAY_ASM_REFERENCED void* memray_real_dlsym = nullptr;
+MEMRAY_ASM_REFERENCED void* memray_real_dlvsym = nullptr;
+MEMRAY_ASM_REFERENCED bool memray_dlsym_name_hooked(const char* name) noexcept;
+MEMRAY_ASM_REFERENCED void* memray_dlsym_hooked(void* handle, const char* name) noexcept;
+MEMRAY_ASM_REFERENCED void* memray_dlvsym_hooked(void* handle, const char* name,
+                                                 const char* version) noexcept;
+#undef MEMRAY_ASM_REFERENCED
 __attribute__((visibility("hidden"))) void* memray_hook_dlsym(void* handle, const char* name) noexcept;
 __attribute__((visibility("hidden"))) void* memray_hook_dlvsym(void* handle, const char* name,
                                                                const char* version) noexcept;
