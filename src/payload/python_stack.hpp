@@ -41,7 +41,7 @@ void python_set_root(const void* code) noexcept;
 
 // A cheap fingerprint of a code object (pointers of its name/filename/line table, first line) used
 // to notice that a cached code object pointer was freed and reused for another code object.
-// python_walk() gives each frame's (PyFrameRef::fingerprint) without a call per frame.
+// python_walk() fills in each frame's (PyFrameRef::fingerprint) without a call per frame.
 uint64_t python_code_fingerprint(const void* code) noexcept;
 
 struct PyCodeDetails {
