@@ -228,8 +228,11 @@ bool write_all(const uint8_t* p, size_t n) noexcept {
 // repetition) is not worth its compression: on native churn lz4 takes 12-14% off a 64 KiB block
 // and compressing every one cost 18% more CPU (paired runs). After one, the next
 // k_raw_blocks_after blocks are stored raw, then lz4 is tried again. Python programs' blocks
-// shrink 2-3x and are always compressed.
+// shrink 2-3x and are always compressed. Only a block of k_raw_judge_min bytes or more decides:
+// lz4 cannot shrink a few dozen bytes (a quiet second's flush, a short last pass), and one such
+// block sent a Python program's next block raw (py_alloc: a 9 KB capture became 71 KB).
 constexpr uint32_t k_raw_blocks_after = 15;
+constexpr size_t k_raw_judge_min = k_block_target / 4;
 
 void flush_block() noexcept {
     size_t raw_len = g_session.block.size();
@@ -245,7 +248,8 @@ void flush_block() noexcept {
             fail(EOVERFLOW);
         } else {
             write_all(g_buffers.framed, framed);
-            if (codec == Codec::Lz4 && framed - k_block_header_size > raw_len - raw_len / 5)
+            if (codec == Codec::Lz4 && raw_len >= k_raw_judge_min &&
+                framed - k_block_header_size > raw_len - raw_len / 5)
                 g_session.raw_blocks_left = k_raw_blocks_after;
         }
     }

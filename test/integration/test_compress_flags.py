@@ -1,9 +1,9 @@
 """`memray run --compress-on-exit` (memray's default, spelled out) and `--no-compress`: the same
 meaning as in `memray attach` (test/attach/test_options.py): lz4 blocks or raw blocks, told apart
 by the header's compressed flag, and both captures hold the same allocations. A compressed
-capture stores raw the blocks that lz4 cannot shrink by a fifth (a native churn of random sizes
-and addresses, targets/random_churn.c), retrying lz4 every 16th block, and still holds every
-allocation.
+capture stores raw the blocks of 16 KiB or more that lz4 cannot shrink by a fifth (a native
+churn of random sizes and addresses, targets/random_churn.c), retrying lz4 every 16th block, and
+still holds every allocation.
 
 usage: test_compress_flags.py MEMRAY FORK_TARGET RANDOM_CHURN
 """
@@ -60,7 +60,8 @@ def main():
         codecs = "".join("z" if codec == "lz4" else "r" for codec, _, _ in blocks)
         if compressed:
             c.check("rrrrrrrr" in codecs, what + ": incompressible blocks stored raw: " + codecs)
-            # The writer's rule, replayed: a block lz4 shrinks by less than a fifth, or not at
+            # The writer's rule, replayed: a block of at least 16 KiB (a quarter of the 64 KiB
+            # target; smaller ones say little) that lz4 shrinks by less than a fifth, or not at
             # all (then it is stored raw too), makes the next 15 go raw without a try. Those must
             # be raw, and lz4 must win again after raw blocks (it is tried again).
             left, forced_raw = 0, True
@@ -68,7 +69,8 @@ def main():
                 if left > 0:
                     forced_raw = forced_raw and codec != "lz4"
                     left -= 1
-                elif codec != "lz4" or int(stored) > int(raw) - int(raw) // 5:
+                elif int(raw) >= 16384 and (codec != "lz4" or
+                                            int(stored) > int(raw) - int(raw) // 5):
                     left = 15
             c.check(forced_raw and "z" in codecs[codecs.find("r"):],
                     what + ": lz4 tried again every 16th block: " + codecs)
