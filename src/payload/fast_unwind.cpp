@@ -427,6 +427,7 @@ struct FastUnwindState {
     std::atomic<uint64_t> checked{0};
     std::atomic<uint64_t> differed{0};
     std::atomic<uint64_t> fell_back{0};
+    std::atomic<uint64_t> resumed{0};  // compared walks that reused frames after a failed attempt
 };
 constinit FastUnwindState g_fast;
 
@@ -526,6 +527,7 @@ bool fast_unwind_init() noexcept {
     g_fast.checked.store(0);
     g_fast.differed.store(0);
     g_fast.fell_back.store(0);
+    g_fast.resumed.store(0);
     log(LogLevel::Debug, "native stacks: %s%s", g_fast.enabled ? "own walker" : "libunwind",
         g_fast.checking ? ", checked against libunwind on every event" : "");
     return g_fast.enabled;
@@ -537,17 +539,20 @@ bool fast_unwind_checking() noexcept { return g_fast.checking; }
 namespace {
 
 // Frame `d` of the history has the registers of the walk's current frame: re-read what the
-// previous walk read from there outward. True when every value is unchanged.
-bool history_holds(const UnwindHistory& h, uint32_t d) noexcept {
+// previous walk read from there outward. Returns 0 when every value is unchanged; k when history
+// frame k - 1 differs now (its return address or saved rbp: an attempt from frame k or further
+// in reads that again); UINT32_MAX when the end marker changed.
+uint32_t history_differs(const UnwindHistory& h, uint32_t d) noexcept {
     for (uint32_t k = d; k > 0; --k) {
         uintptr_t cfa = h.sp[k - 1];
-        if (*reinterpret_cast<const uintptr_t*>(cfa - 8) != h.ip[k - 1]) return false;
+        if (*reinterpret_cast<const uintptr_t*>(cfa - 8) != h.ip[k - 1]) return k;
         Rule r = unpack(h.rule[k]);
         if (r.rbp_saved && h.needs_bp[k - 1] &&
             *reinterpret_cast<const uintptr_t*>(cfa + intptr_t(r.rbp_off)) != h.bp[k - 1])
-            return false;
+            return k;
     }
-    return h.end_slot == 0 || *reinterpret_cast<const uintptr_t*>(h.end_slot) == 0;
+    bool end_holds = h.end_slot == 0 || *reinterpret_cast<const uintptr_t*>(h.end_slot) == 0;
+    return end_holds ? 0 : UINT32_MAX;
 }
 
 // Keeps this walk as the history: its `n` frames (innermost first; ips in `out`) below history
@@ -582,21 +587,36 @@ int fast_unwind_walk(uintptr_t ip, uintptr_t sp, uintptr_t bp, uintptr_t* out, i
     // The history frame whose sp is the next at or above this frame's (sp grows outward).
     bool try_history = h.generation == generation && h.count > 0;
     h.reused = 0;
+    h.resumed = false;
     int64_t d = int64_t(h.count) - 1;
+    // Attempts only from history frames outside (below) this one: after a failed attempt, the
+    // frame it found changed. Nearly every failure is the next frame out: the same callee at the
+    // same depth, called from another call site (a tenth of the walks with --native on Python).
+    // The frames out from there usually still match, so the walk goes on looking.
+    int64_t retry_below = d + 1;
+    bool failed = false;
     int n = 0;
     while (n < max) {
         if (try_history) {
             while (d >= 0 && h.sp[d] < sp) --d;
             if (d < 0) {
                 try_history = false;
-            } else if (h.sp[d] == sp && h.ip[d] == ip && (h.bp[d] == bp || !h.needs_bp[d])) {
-                try_history = false;  // one attempt: a failed one would only repeat
-                if (n + d + 1 <= max && history_holds(h, uint32_t(d))) {
-                    for (int64_t k = d; k >= 0; --k) out[n++] = h.ip[k];
+            } else if (d < retry_below && h.sp[d] == sp && h.ip[d] == ip &&
+                       (h.bp[d] == bp || !h.needs_bp[d])) {
+                if (n + d + 1 > max) {
+                    try_history = false;
+                } else if (uint32_t k = history_differs(h, uint32_t(d)); k == 0) {
+                    for (int64_t j = d; j >= 0; --j) out[n++] = h.ip[j];
                     // Frames above d stay; this walk's own n - d - 1 frames go below them.
                     store_history(h, out, n - int(d) - 1, uint32_t(d) + 1, generation, 0, false);
                     h.reused = uint32_t(d) + 1;
+                    h.resumed = failed;
                     return n;
+                } else if (k == UINT32_MAX || k < 2) {
+                    try_history = false;  // nothing further out can hold
+                } else {
+                    retry_below = int64_t(k) - 1;
+                    failed = true;
                 }
             }
         }
@@ -633,8 +653,9 @@ void fast_unwind_objects_changed() noexcept {
     g_fast.generation.fetch_add(1, std::memory_order_relaxed);
 }
 
-void fast_unwind_count_check(bool same, bool fell_back) noexcept {
+void fast_unwind_count_check(bool same, bool fell_back, bool resumed) noexcept {
     g_fast.checked.fetch_add(1, std::memory_order_relaxed);
+    if (resumed) g_fast.resumed.fetch_add(1, std::memory_order_relaxed);
     if (fell_back) g_fast.fell_back.fetch_add(1, std::memory_order_relaxed);
     else if (!same) g_fast.differed.fetch_add(1, std::memory_order_relaxed);
     if (!same && !fell_back && g_fast.abort_on_difference) {
@@ -647,11 +668,12 @@ void fast_unwind_count_check(bool same, bool fell_back) noexcept {
 void fast_unwind_report() noexcept {
     if (!g_fast.checking) return;
     uint64_t checked = g_fast.checked.load(), differed = g_fast.differed.load(),
-             fell_back = g_fast.fell_back.load();
+             fell_back = g_fast.fell_back.load(), resumed = g_fast.resumed.load();
     log(differed ? LogLevel::Error : LogLevel::Info,
         "stack check: %llu native stacks compared with libunwind, %llu differed, %llu left to "
-        "libunwind",
-        (unsigned long long)checked, (unsigned long long)differed, (unsigned long long)fell_back);
+        "libunwind, %llu took frames over after a failed attempt",
+        (unsigned long long)checked, (unsigned long long)differed, (unsigned long long)fell_back,
+        (unsigned long long)resumed);
 }
 
 }  // namespace memray::payload

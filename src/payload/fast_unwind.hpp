@@ -48,6 +48,8 @@ struct UnwindHistory {
     // Set by every walk: how many of its outermost frames it took over from the walk before
     // (they are that walk's outermost frames, in the same order); 0 when none.
     uint32_t reused = 0;
+    // Set by every walk: it took frames over after an attempt that failed (counted in check mode).
+    bool resumed = false;
     uintptr_t end_slot = 0;  // the walk ended reading 0 here (else at an outermost rule)
     uintptr_t ip[k_max];
     uintptr_t sp[k_max];
@@ -71,8 +73,9 @@ int fast_unwind_walk(uintptr_t ip, uintptr_t sp, uintptr_t bp, uintptr_t* out, i
 void fast_unwind_objects_changed() noexcept;
 
 // Check mode: one event compared (`same`: the walk gave libunwind's frames; `fell_back`: the
-// walk gave up and libunwind's frames were used).
-void fast_unwind_count_check(bool same, bool fell_back) noexcept;
+// walk gave up and libunwind's frames were used; `resumed`: the walk took frames over from the
+// one before after an attempt to do so had failed).
+void fast_unwind_count_check(bool same, bool fell_back, bool resumed) noexcept;
 // Logs the check counts (at stop): an error line when any stack differed, else a debug line.
 void fast_unwind_report() noexcept;
 

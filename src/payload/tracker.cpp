@@ -302,7 +302,7 @@ __attribute__((noinline, cold)) void check_walk(ThreadState* s, int got) noexcep
     int want = unw_backtrace(buf, int(k_max_native_frames + k_native_self_room));
     size_t nw = native_drop_self(buf, want, s->check_frames, k_max_native_frames);
     if (got < 0) {
-        fast_unwind_count_check(false, true);
+        fast_unwind_count_check(false, true, false);
         return;
     }
     uintptr_t mine[k_max_native_frames];
@@ -318,7 +318,7 @@ __attribute__((noinline, cold)) void check_walk(ThreadState* s, int got) noexcep
             nm, nw, i, i < nm ? (unsigned long)mine[i] : 0ul,
             i < nw ? (unsigned long)s->check_frames[i] : 0ul);
     }
-    fast_unwind_count_check(same, false);
+    fast_unwind_count_check(same, false, s->unwind_history.resumed);
 }
 
 inline void set_native_frame(StackFrame& f, uintptr_t ip) noexcept {

@@ -1,9 +1,11 @@
 """The native stack walker against libunwind on every allocation of a program that allocates from
 every awkward kind of stack (targets/unwind_cases.cpp): recursion, rbp-addressed frames, C++
 exceptions, longjmp, a signal handler on an alternate stack, a ucontext coroutine, threads, a
-library loaded and unloaded twenty times, and a call whose inner frames sit where an earlier
+library loaded and unloaded twenty times, a call whose inner frames sit where an earlier
 call's did, above stale copies of that call's return addresses, so that only a saved rbp tells
-the walker its previous walk does not hold (stale_frames). With MEMRAY_STACK_CHECK=abort any
+the walker its previous walk does not hold (stale_frames), and one callee called from two call
+sites in turn, so that the walker's first attempt to reuse its previous walk fails and a later
+one, further out, must succeed (two_sites). With MEMRAY_STACK_CHECK=abort any
 stack that differs aborts the program; the payload's report line says how many were compared and
 how many the walker left to libunwind (the signal handler's: a signal frame is not a simple rule).
 Then the same run with MEMRAY_FAST_UNWIND=0 must record the same stacks: the same multiset of
@@ -45,10 +47,15 @@ def main():
             "frames out otherwise and the case tests nothing)"
             % (aligned.group(1) if aligned else "no count printed"))
     m = re.search(r"stack check: (\d+) native stacks compared with libunwind, (\d+) differed, "
-                  r"(\d+) left to libunwind", p.stderr)
+                  r"(\d+) left to libunwind, (\d+) took frames over after a failed attempt",
+                  p.stderr)
     if not c.check(m is not None, "the payload reported its stack check"):
         c.finish()
-    compared, differed, left = (int(x) for x in m.groups())
+    compared, differed, left, resumed = (int(x) for x in m.groups())
+    # two_sites() makes such walks on every second call; a walker that gives up after a failed
+    # attempt makes none, and these cases would not test the attempts that follow one.
+    c.check(resumed >= 20 * ROUNDS,
+            "walks that took frames over after a failed attempt: %d" % resumed)
     c.equal(differed, 0, "stacks that differ from libunwind")
     c.check(compared > 5000, "stacks compared: %d" % compared)
     # The signal handler's allocations (20 a round) cannot be walked without libunwind (a signal

@@ -2,8 +2,9 @@
 // right or hand over to libunwind: deep recursion, frames that address their locals through rbp
 // (variable-length arrays), C++ exceptions thrown and caught across frames, longjmp out of
 // nested frames, a signal handler on an alternate stack, a ucontext coroutine on its own stack,
-// threads, a library loaded and unloaded repeatedly, and frames at the stack addresses of an
-// earlier call's (stale_frames). The driver runs it with
+// threads, a library loaded and unloaded repeatedly, frames at the stack addresses of an
+// earlier call's (stale_frames), and one callee from two call sites (two_sites). The driver
+// runs it with
 // MEMRAY_STACK_CHECK=abort, so any difference from libunwind aborts it.
 //   unwind_cases LIBRARY ROUNDS
 // Prints "done <allocations>" at the end.
@@ -237,6 +238,24 @@ __attribute__((noinline)) void stale_frames() {
     }
 }
 
+// One callee called from two call sites of one frame: the second walk finds the callee where
+// the first left it, but its return address changed; the walker's attempt to take the first
+// walk's frames over fails there and must succeed one frame further out (main's call).
+__attribute__((noinline)) void site_callee(size_t size) {
+    grab(size);
+    asm volatile("");  // not a tail call
+}
+
+__attribute__((noinline)) void two_sites(int round) {
+    if (round & 1) {
+        site_callee(40);
+        asm volatile("");  // two call instructions, not one after a select
+    } else {
+        site_callee(56);
+        asm volatile("");
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -255,6 +274,7 @@ int main(int argc, char** argv) {
         threads();
         libraries(argv[1]);
         stale_frames();
+        for (int i = 0; i < 40; ++i) two_sites(i);
     }
     printf("done %ld\n", g_count.load());
     printf("stale frames aligned %ld\n", g_stale.aligned);
