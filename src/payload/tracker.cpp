@@ -330,14 +330,17 @@ inline void set_native_frame(StackFrame& f, uintptr_t ip) noexcept {
 
 // Inlined into record_allocation so that unw_backtrace's first frame is the hook's callee.
 __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noexcept {
-    // The path interned, from the root: the native frames out to the innermost eval-loop call
-    // (_PyEval_EvalFrameDefault), the Python frames, then the native frames that call made (the
-    // allocation's C call site: PyUnicode_New, PyObject_Malloc, ...). That is the real call
-    // order, and the thread's previous stack (PrefixCache) shares the most of it: the outer
-    // native part rarely changes, the Python part changes at its innermost frame, and the call
-    // site's few frames come last. With the call site before the Python frames, each new one gave
-    // all of them new nodes (interning was a fifth of a PYTHONMALLOC=malloc --native run).
-    // Without an eval-loop frame (not Python, or C code's own thread) the native part comes first.
+    // The path interned, from the root: the native frames outside the innermost eval-loop call
+    // (_PyEval_EvalFrameDefault), the Python frames, then that eval-loop frame and the native
+    // frames its call made (the allocation's C call site: PyUnicode_New, PyObject_Malloc, ...).
+    // The thread's previous stack (PrefixCache) then shares the most: the outer native part
+    // rarely changes, the Python part changes at its innermost frame, and the eval-loop frame
+    // (its return address names the bytecode's handler) and the call site change from event to
+    // event, so they come last. With the eval-loop frame before the Python frames, every event
+    // looked all the Python frames up again (a tenth of a PYTHONMALLOC=malloc --native run);
+    // with the call site before them, each new one gave all of them new nodes. Readers take the
+    // two kinds apart again (docs/capture-format.md). Without an eval-loop frame (not Python,
+    // or C code's own thread) the native part comes first.
     size_t n = 0;
     size_t known = 0;  // outermost frames equal to the previous stack's (intern_stack)
     size_t inner = 0;  // native frames after the Python ones: program[0, inner)
@@ -377,11 +380,11 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
             known = reused;
         s->native_whole = whole;
         program = s->native_frames + self;
-        // The call site: the frames inside the innermost eval-loop call (none without one).
+        // The innermost eval-loop frame and the call site inside it (none without one).
         if (g_tracker.python && g_eval_hi) {
             while (inner < nn && (program[inner] < g_eval_lo || program[inner] >= g_eval_hi))
                 ++inner;
-            if (inner == nn) inner = 0;
+            inner = inner == nn ? 0 : inner + 1;
         }
         const size_t outer = nn - inner;
         // The kept stack starts with the same frames only as far as both put native frames first.
