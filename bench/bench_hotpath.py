@@ -4,7 +4,7 @@
 memray where installed, interleaved and rotated per repetition, wall and CPU medians, ratios to
 the plain run, and bytes per event of each capture.
 
-usage: /usr/bin/python3 bench/bench_hotpath.py [--build DIR] [--reps N] [--python PATH]
+usage: /usr/bin/python3 bench/bench_hotpath.py [--build DIR] [--reps N] [--python PATH] [--cpu N]
                                                [--only python,python-malloc,native,native-2t]
                                                [--bloomberg PYTHON]
 environment:
@@ -18,6 +18,16 @@ malloc), native_churn (10 M mallocs at scale 1) and native_churn with two thread
 default --python is probed. A tool that is missing is skipped and the table says so.
 CPU is user + system of the process tree (rusage of the waited-for child): read it first on a
 busy machine.
+
+Before and after the table, the plain native_churn runs pinned to each CPU in turn. On a virtual
+machine the CPUs can run at different speeds for minutes at a time (on 2026-12-06 one of this
+machine's two was 1.5x slower than the other, on and off): a plain run then lands on either,
+and a tracked one puts its writer thread on the second CPU, so the ratios are off by up to that
+much. The table says so when the CPUs differed by more than 15%. --cpu N runs every command on
+CPU N alone: the tracked program and its writer thread then share it, which adds thread switches
+and removes the cost of moving the ring's lines between CPUs, but compares like with like on such
+a machine (use it for A/B comparisons of the Python workloads; native churn's writer then falls
+behind and the program waits for room in its ring).
 """
 
 import argparse
@@ -104,7 +114,8 @@ def bench_workload(args, tools, name, cmd, env, python_workload):
             run_env = env
             if mode == "bare interposer":  # the floor: counts the calls, records nothing
                 run_env = dict(env or {}, LD_PRELOAD=tools.bare)
-            samples[mode].append(timed(command(tools, mode, cmd, captures[mode]), env=run_env))
+            samples[mode].append(timed(command(tools, mode, cmd, captures[mode]), env=run_env,
+                                       cpu=args.cpu))
     rows = []
     plain_wall = statistics.median(w for w, _ in samples["plain"])
     plain_cpu = statistics.median(c for _, c in samples["plain"])
@@ -136,12 +147,32 @@ def bench_workload(args, tools, name, cmd, env, python_workload):
     return rows
 
 
+def cpu_speeds(churn):
+    """CPU seconds of a plain native churn of 3 M mallocs on each CPU this process may use (the
+    best of three runs each, interleaved)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    best = {c: None for c in cpus}
+    for _ in range(3):
+        for c in cpus:
+            _, t = timed([churn, "3000000"], cpu=c)
+            best[c] = t if best[c] is None else min(best[c], t)
+    return best
+
+
+def speed_line(label, speeds):
+    fastest = min(speeds.values())
+    parts = ", ".join("CPU %d %.3f s" % (c, t) for c, t in speeds.items())
+    return "%s: %s (slowest / fastest %.2fx)" % (label, parts, max(speeds.values()) / fastest)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--python", default="/usr/bin/python3")
     ap.add_argument("--only", default="python,python-malloc,native,native-2t")
+    ap.add_argument("--cpu", type=int, default=None,
+                    help="run every command on this one CPU (see above)")
     ap.add_argument("--bloomberg", default=None,
                     help="Python interpreter with Bloomberg's memray installed (default: --python)")
     args = ap.parse_args()
@@ -164,6 +195,7 @@ def main():
     only = set(args.only.split(","))
     args.work = tempfile.mkdtemp(prefix="memray-bench-hotpath-")
     rows = []
+    speeds_before = cpu_speeds(churn)
     try:
         if "python" in only:
             rows += bench_workload(args, tools, "python", py_alloc, None, True)
@@ -178,9 +210,12 @@ def main():
                                    None, False)
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
+    speeds_after = cpu_speeds(churn)
 
     print()
-    print("memray hot path (median of %d interleaved runs, scale %g)" % (args.reps, scale))
+    where = "all on CPU %d" % args.cpu if args.cpu is not None else "on any CPU"
+    print("memray hot path (median of %d interleaved runs, scale %g, %s)" % (args.reps, scale,
+                                                                             where))
     print("%-16s %-32s %8s %8s %8s %8s %11s %8s" % ("workload", "mode", "wall s", "CPU s",
                                                   "wall x", "CPU x", "events", "B/event"))
     for r in rows:
@@ -189,6 +224,12 @@ def main():
         print("%-16s %-32s %8.3f %8.3f %7.2fx %7.2fx %11s %s" % (
             r["workload"], r["mode"], r["wall"], r["cpu"], r["wall_x"], r["cpu_x"],
             ev if ev is not None else "-", bpe))
+    print(speed_line("CPU speed before (plain native churn, 3 M)", speeds_before))
+    print(speed_line("CPU speed after", speeds_after))
+    skew = max(max(s.values()) / min(s.values()) for s in (speeds_before, speeds_after))
+    if skew > 1.15 and args.cpu is None:
+        print("warning: this machine's CPUs ran at different speeds: the ratios above may be off "
+              "by up to %.2fx; compare with --cpu N" % skew)
     if not tools.heaptrack:
         print("heaptrack not installed: no comparison with it")
     if not tools.bloomberg_version:

@@ -37,14 +37,17 @@ MODES = ("plain", "default", "native")
 HEAPTRACK = "heaptrack"
 
 
-def timed(cmd, env=None):
+def timed(cmd, env=None, cpu=None):
     """(wall seconds, CPU seconds) of one run; the CPU time is the child's rusage, which
-    includes the processes it waited for (the target under `memray run`)."""
+    includes the processes it waited for (the target under `memray run`). `cpu`: run it, and
+    every thread and process it starts, on that one CPU."""
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
+    pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         preexec_fn=pin)
     err = p.stderr.read()
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.monotonic() - t0
