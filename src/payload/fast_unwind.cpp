@@ -579,9 +579,10 @@ void store_history(UnwindHistory& h, const uintptr_t* out, int n, uint32_t keep,
 
 }  // namespace
 
-int fast_unwind_walk(uintptr_t ip, uintptr_t sp, uintptr_t bp, uintptr_t* out, int max,
-                     UnwindRuleCache& cache, UnwindHistory& h) noexcept {
-    uintptr_t pc = ip;  // where the rule is looked up: the call instruction for callers
+int fast_unwind_walk(uintptr_t ip, uintptr_t sp, uintptr_t bp, bool returned_to, uintptr_t* out,
+                     int max, UnwindRuleCache& cache, UnwindHistory& h) noexcept {
+    // Where the rule is looked up: the call instruction for callers.
+    uintptr_t pc = returned_to ? ip - 1 : ip;
     const uint64_t generation = g_fast.generation.load(std::memory_order_acquire);
     if (max > int(UnwindHistory::k_max)) max = int(UnwindHistory::k_max);
     // The history frame whose sp is the next at or above this frame's (sp grows outward).

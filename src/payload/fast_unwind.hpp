@@ -62,12 +62,12 @@ struct UnwindHistory {
     uint64_t new_rule[k_max];
 };
 
-// Walks from a frame given by its registers: `ip` is an instruction of that (running) frame,
-// `sp` and `bp` its rsp and rbp there. Writes the instruction pointer of every frame, innermost
-// first, as unw_backtrace does (ip, then return addresses). Returns the count, or -1 when a frame
-// needs the full unwinder.
-int fast_unwind_walk(uintptr_t ip, uintptr_t sp, uintptr_t bp, uintptr_t* out, int max,
-                     UnwindRuleCache& cache, UnwindHistory& history) noexcept;
+// Walks from a frame given by its registers: `ip` is an instruction of that (running) frame, or
+// with `returned_to` the return address a call will come back to; `sp` and `bp` its rsp and rbp
+// there. Writes the instruction pointer of every frame, innermost first, as unw_backtrace does
+// (ip, then return addresses). Returns the count, or -1 when a frame needs the full unwinder.
+int fast_unwind_walk(uintptr_t ip, uintptr_t sp, uintptr_t bp, bool returned_to, uintptr_t* out,
+                     int max, UnwindRuleCache& cache, UnwindHistory& history) noexcept;
 
 // Loaded objects changed (dlopen/dlclose): rules found so far may describe unmapped code.
 void fast_unwind_objects_changed() noexcept;
