@@ -38,6 +38,13 @@ def timed(cmd, env=None, cwd=None):
     return dt
 
 
+def remove_capture(path):
+    """Removes a capture left from an earlier repetition: `memray run -f` would truncate it, and
+    freeing its page cache (~10 ms for 50 MB here) would count as the run's recording cost."""
+    if os.path.exists(path):
+        os.unlink(path)
+
+
 def count_events(memray, capture):
     """Allocation + deallocation events, from the trailer `memray parse` prints last (streamed)."""
     p = subprocess.Popen([memray, "parse", capture], stdout=subprocess.PIPE,
@@ -78,6 +85,7 @@ def bench_workload(args, name, cmd, env, work, have_heaptrack, event_hint=None):
     hprefix = os.path.join(work, name + ".heaptrack")
     for rep in range(args.reps):
         plain.append(timed(cmd, env=env))
+        remove_capture(capture)
         tracked.append(timed([args.memray, "run", "-f", "-q", "-o", capture, "--", *cmd]
                              if not cmd[0].endswith(("python", "python3")) else
                              [args.memray, "run", "-f", "-q", "-o", capture, "--python", cmd[0],

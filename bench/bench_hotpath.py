@@ -41,7 +41,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # importing the other benches must not leave files in the checkout
-from bench import count_events, heaptrack_file  # noqa: E402
+from bench import count_events, heaptrack_file, remove_capture  # noqa: E402
 from bench_native import remove_heaptrack_files, timed  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
@@ -111,6 +111,8 @@ def bench_workload(args, tools, name, cmd, env, python_workload):
         for mode in modes[k:] + modes[:k]:
             if mode == "heaptrack":
                 remove_heaptrack_files(captures[mode])
+            else:
+                remove_capture(captures[mode])
             run_env = env
             if mode == "bare interposer":  # the floor: counts the calls, records nothing
                 run_env = dict(env or {}, LD_PRELOAD=tools.bare)

@@ -29,7 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # importing bench.py must not leave files in the checkout
-from bench import count_events  # noqa: E402
+from bench import count_events, remove_capture  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
 MODES = ("plain", "default", "native")
@@ -90,6 +90,8 @@ def bench_workload(args, name, cmd, work, env=None):
         for mode in order:
             if mode == HEAPTRACK:
                 remove_heaptrack_files(captures[mode])
+            else:
+                remove_capture(captures[mode])
             samples[mode].append(timed(command(args, mode, cmd, captures[mode]), env=env))
     if args.heaptrack:
         remove_heaptrack_files(captures[HEAPTRACK])
