@@ -14,7 +14,6 @@ target's VmHWM (polled; the launcher is left out).
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
