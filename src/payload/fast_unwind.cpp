@@ -543,13 +543,9 @@ namespace {
 // frame k - 1 differs now (its return address or saved rbp: an attempt from frame k or further
 // in reads that again); UINT32_MAX when the end marker changed.
 uint32_t history_differs(const UnwindHistory& h, uint32_t d) noexcept {
-    for (uint32_t k = d; k > 0; --k) {
-        uintptr_t cfa = h.sp[k - 1];
-        if (*reinterpret_cast<const uintptr_t*>(cfa - 8) != h.ip[k - 1]) return k;
-        Rule r = unpack(h.rule[k]);
-        if (r.rbp_saved && h.needs_bp[k - 1] &&
-            *reinterpret_cast<const uintptr_t*>(cfa + intptr_t(r.rbp_off)) != h.bp[k - 1])
-            return k;
+    for (uint32_t i = h.checks_below[d]; i-- > 0;) {
+        if (*reinterpret_cast<const uintptr_t*>(h.check_addr[i]) != h.check_value[i])
+            return h.check_frame[i];
     }
     bool end_holds = h.end_slot == 0 || *reinterpret_cast<const uintptr_t*>(h.end_slot) == 0;
     return end_holds ? 0 : UINT32_MAX;
@@ -573,6 +569,23 @@ void store_history(UnwindHistory& h, const uintptr_t* out, int n, uint32_t keep,
         h.needs_bp[d] = r.kind == k_cfa_rbp || (!r.rbp_saved && d > 0 && h.needs_bp[d - 1]);
     }
     h.count = keep + uint32_t(n);
+    // The checks of frames keep - 1 and inward changed (frame keep's rule and needs_bp are new).
+    uint32_t from = keep > 0 ? keep : 1;
+    uint32_t at = from > 1 ? h.checks_below[from - 1] : 0;
+    if (h.count > 0) h.checks_below[0] = 0;
+    for (uint32_t k = from; k < h.count; ++k) {
+        uintptr_t cfa = h.sp[k - 1];
+        h.check_addr[at] = cfa - 8;
+        h.check_value[at] = h.ip[k - 1];
+        h.check_frame[at++] = k;
+        Rule r = unpack(h.rule[k]);
+        if (r.rbp_saved && h.needs_bp[k - 1]) {
+            h.check_addr[at] = cfa + uintptr_t(intptr_t(r.rbp_off));
+            h.check_value[at] = h.bp[k - 1];
+            h.check_frame[at++] = k;
+        }
+        h.checks_below[k] = at;
+    }
     if (set_end) h.end_slot = end_slot;
     h.generation = generation;
 }

@@ -56,6 +56,14 @@ struct UnwindHistory {
     uintptr_t bp[k_max];
     uint64_t rule[k_max];
     bool needs_bp[k_max];  // the walk outward from this frame reads the frame's incoming rbp
+    // The memory an attempt from frame d re-reads, as (address, value) pairs, outermost first:
+    // pairs [0, checks_below[d]) are those of frames 0..d-1 (each frame's return-address slot,
+    // then its saved rbp where the rest of the walk reads it); check_frame[i] is the frame
+    // after pair i's (the k that history_differs returns when the pair no longer holds).
+    uint32_t checks_below[k_max];
+    uintptr_t check_addr[2 * k_max];
+    uintptr_t check_value[2 * k_max];
+    uint32_t check_frame[2 * k_max];
     // This walk's frames, innermost first, until it is stored.
     uintptr_t new_sp[k_max];
     uintptr_t new_bp[k_max];
