@@ -307,7 +307,7 @@ void python_set_root(const void* code) noexcept {
     g_python.root.store(code, std::memory_order_relaxed);
 }
 
-size_t python_walk(PyFrameRef* out, size_t max, bool stop_at_root) noexcept {
+size_t python_walk(PyFrameRef* out, size_t max, bool stop_at_root, bool* at_root) noexcept {
     const Layout* lp = g_python.layout.load(std::memory_order_acquire);
     if (lp == nullptr || max == 0) return 0;
     const Layout& l = *lp;
@@ -355,7 +355,11 @@ size_t python_walk(PyFrameRef* out, size_t max, bool stop_at_root) noexcept {
         }
         last_kept = false;
         const void* code = load_ptr(frame, l.fr_code);
-        if (code == root || !has_type(code, g_python.code_type)) break;
+        if (code == root && root != nullptr) {
+            if (at_root) *at_root = true;
+            break;
+        }
+        if (!has_type(code, g_python.code_type)) break;
 
         uint32_t offset = 0;
         if (l.model == Model::FrameObject) {

@@ -31,8 +31,10 @@ uint32_t python_line_format() noexcept;
 // Walks the calling thread's frames, innermost first, into `out`. Hot path: no allocation, no
 // locks, no Python API that needs the GIL. Returns the number of frames written (at most `max`;
 // the outermost frames are dropped when the stack is deeper). With `stop_at_root`, the walk ends
-// before a frame running the code given to python_set_root().
-size_t python_walk(PyFrameRef* out, size_t max, bool stop_at_root) noexcept;
+// before a frame running the code given to python_set_root(), and sets `*at_root` (when given)
+// if it did.
+size_t python_walk(PyFrameRef* out, size_t max, bool stop_at_root,
+                   bool* at_root = nullptr) noexcept;
 
 // The code object of the `memray run` bootstrap's function that runs the program
 // (memray_payload_python_root): its frame and the launcher's frames outside it are in every

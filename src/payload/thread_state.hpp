@@ -141,6 +141,7 @@ struct alignas(64) ThreadState {
     bool native_whole = false;
     // Native frames the previous stack put before its Python frames (capture_stack).
     uint32_t native_outer = 0;
+    uint32_t native_trimmed = 0;  // outermost native frames the previous stack left out
 
     // --- written by the writer (consumer)
     alignas(64) std::atomic<uint64_t> tail{0};

@@ -143,6 +143,7 @@ ThreadState* register_thread() noexcept {
     s->clock_session = 0;
     s->native_whole = false;
     s->native_outer = 0;
+    s->native_trimmed = 0;
     s->cached_tail = s->tail.load(std::memory_order_acquire);
     s->cache.session = 0;
     s->cache.len = 0;
@@ -375,6 +376,11 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
     size_t inner = 0;  // native frames after the Python ones: program[0, inner)
     const uintptr_t* program = nullptr;  // the program's native frames, innermost first
     const uint32_t session = g_tracker.session.load(std::memory_order_relaxed);
+    // Under `memray run` the Python walk ends at the bootstrap's root frame (the launcher's frames
+    // outside it are in every stack, and reports start at the user's outermost frame).
+    size_t np = 0;
+    bool rooted = false;
+    if (g_tracker.python) np = python_walk(s->py_frames, k_max_python_frames, true, &rooted);
     if (g_tracker.native) {
         // In place: native_frames has room for the payload's own frames, which are dropped.
         void** buf = reinterpret_cast<void**>(s->native_frames);
@@ -404,6 +410,37 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         size_t total = got > self ? size_t(got - self) : 0;
         size_t nn = total < k_max_native_frames ? total : k_max_native_frames;
         const bool whole = total == nn;
+        program = s->native_frames + self;
+        // The native frames outside the user's outermost Python frame go too. Reports pair
+        // each eval-loop call of the native stack with the Python frames it runs (out to an
+        // entry frame) and end the stack with the user's outermost frame, so the native stack
+        // can end at the call that runs that frame: the one of the walk's outermost group, the
+        // calls counted from the innermost. Kept, they and the launcher's Python frames were
+        // walked, copied and compared on every event (a tenth of a PYTHONMALLOC=malloc
+        // --native run). When the two do not pair up, the launcher's frames are walked after
+        // all and nothing is left out.
+        size_t trimmed = 0;
+        if (rooted) {
+            size_t groups = np > 0 && !s->py_frames[np - 1].entry ? 1 : 0;
+            for (size_t i = 0; i < np; ++i) groups += s->py_frames[i].entry ? 1 : 0;
+            size_t seen = 0;
+            for (size_t j = 0; whole && groups > 0 && j < nn; ++j) {
+                if (program[j] >= g_eval_lo && program[j] < g_eval_hi && ++seen == groups) {
+                    trimmed = nn - 1 - j;
+                    break;
+                }
+            }
+            if (!whole || groups == 0 || seen != groups) {
+                np = python_walk(s->py_frames, k_max_python_frames, false);
+                trimmed = 0;
+            }
+            nn -= trimmed;
+        }
+        // The walker's reused frames are the outermost of the whole walk: as many fewer are
+        // known to equal the previous stack's, when that one left out as many.
+        if (trimmed != s->native_trimmed || reused < trimmed) reused = trimmed;
+        reused -= trimmed;
+        s->native_trimmed = uint32_t(trimmed);
         // The walker took the outermost `reused` frames over from the previous walk, whose
         // stack the prefix cache holds: those need neither copying nor comparing (with --native
         // on Python, ~20 of ~25 frames per event). Only when neither stack was cut, and the
@@ -413,7 +450,6 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         if (whole && s->native_whole && s->cache.session == session && reused <= s->cache.len)
             known = reused;
         s->native_whole = whole;
-        program = s->native_frames + self;
         // The innermost eval-loop frame and the call site inside it (none without one).
         if (g_tracker.python && g_eval_hi) {
             while (inner < nn && (program[inner] < g_eval_lo || program[inner] >= g_eval_hi))
@@ -429,9 +465,6 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         n = outer;
     }
     if (g_tracker.python) {
-        // With --native the launcher's frames stay: the hybrid stacks pair each Python entry
-        // frame with an eval-loop call of the native stack, theirs included.
-        size_t np = python_walk(s->py_frames, k_max_python_frames, !g_tracker.native);
         for (size_t i = np; i-- > 0;) {
             StackFrame& f = s->frames[n++];
             f.value = uint64_t(uintptr_t(s->py_frames[i].code));

@@ -28,7 +28,7 @@ uint32_t python_line_format() noexcept { return 0x0363; }
 
 void python_set_root(const void*) noexcept {}
 
-size_t python_walk(PyFrameRef* out, size_t max, bool) noexcept {
+size_t python_walk(PyFrameRef* out, size_t max, bool, bool*) noexcept {
     size_t n = stubs::fake_depth < max ? stubs::fake_depth : max;
     for (size_t i = 0; i < n; ++i) {
         out[i] = stubs::fake_frames[i];
