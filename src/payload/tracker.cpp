@@ -377,10 +377,15 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
     const uintptr_t* program = nullptr;  // the program's native frames, innermost first
     const uint32_t session = g_tracker.session.load(std::memory_order_relaxed);
     // Under `memray run` the Python walk ends at the bootstrap's root frame (the launcher's frames
-    // outside it are in every stack, and reports start at the user's outermost frame).
+    // outside it are in every stack, and reports start at the user's outermost frame); with
+    // native frames, only where the eval loop's code is known (to leave the native frames
+    // outside out as well, below).
     size_t np = 0;
     bool rooted = false;
-    if (g_tracker.python) np = python_walk(s->py_frames, k_max_python_frames, true, &rooted);
+    if (g_tracker.python) {
+        bool stop = !g_tracker.native || g_eval_hi != 0;
+        np = python_walk(s->py_frames, k_max_python_frames, stop, &rooted);
+    }
     if (g_tracker.native) {
         // In place: native_frames has room for the payload's own frames, which are dropped.
         void** buf = reinterpret_cast<void**>(s->native_frames);
