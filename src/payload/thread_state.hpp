@@ -84,6 +84,9 @@ extern uintptr_t g_self_hi;
 extern uintptr_t g_eval_lo;  // _PyEval_EvalFrameDefault's code (0, 0 without Python)
 extern uintptr_t g_eval_hi;
 
+// A native frame of the interpreter's eval loop.
+inline bool in_eval_loop(uintptr_t ip) noexcept { return ip >= g_eval_lo && ip < g_eval_hi; }
+
 // How many of buf[0..n) are the payload's own innermost frames.
 inline int native_self_frames(void* const* buf, int n) noexcept {
     int i = 0;

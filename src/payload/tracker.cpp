@@ -430,7 +430,7 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
             for (size_t i = 0; i < np; ++i) groups += s->py_frames[i].entry ? 1 : 0;
             size_t seen = 0;
             for (size_t j = 0; whole && groups > 0 && j < nn; ++j) {
-                if (program[j] >= g_eval_lo && program[j] < g_eval_hi && ++seen == groups) {
+                if (in_eval_loop(program[j]) && ++seen == groups) {
                     trimmed = nn - 1 - j;
                     break;
                 }
@@ -443,8 +443,7 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         }
         // The walker's reused frames are the outermost of the whole walk: as many fewer are
         // known to equal the previous stack's, when that one left out as many.
-        if (trimmed != s->native_trimmed || reused < trimmed) reused = trimmed;
-        reused -= trimmed;
+        reused = trimmed == s->native_trimmed && reused >= trimmed ? reused - trimmed : 0;
         s->native_trimmed = uint32_t(trimmed);
         // The walker took the outermost `reused` frames over from the previous walk, whose
         // stack the prefix cache holds: those need neither copying nor comparing (with --native
@@ -457,8 +456,7 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         s->native_whole = whole;
         // The innermost eval-loop frame and the call site inside it (none without one).
         if (g_tracker.python && g_eval_hi) {
-            while (inner < nn && (program[inner] < g_eval_lo || program[inner] >= g_eval_hi))
-                ++inner;
+            while (inner < nn && !in_eval_loop(program[inner])) ++inner;
             inner = inner == nn ? 0 : inner + 1;
         }
         const size_t outer = nn - inner;
