@@ -1,6 +1,6 @@
 // Workload of test_compress_flags.py: N mallocs of random sizes (8 to 16391 bytes), freed in
 // random order through a ring, so that the capture's events (random address deltas and sizes)
-// are what lz4 cannot shrink by a tenth, block after block. Nothing else allocates: the one line
+// are what lz4 cannot shrink by a fifth, block after block. Nothing else allocates: the one line
 // of output is formatted on the stack and written without stdio's buffer.
 //   random_churn N
 #include <stdio.h>
