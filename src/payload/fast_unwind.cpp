@@ -428,6 +428,7 @@ struct FastUnwindState {
     std::atomic<uint64_t> differed{0};
     std::atomic<uint64_t> fell_back{0};
     std::atomic<uint64_t> resumed{0};  // compared walks that reused frames after a failed attempt
+    std::atomic<uint64_t> stopped{0};  // compared walks that ended at an eval-loop call
 };
 constinit FastUnwindState g_fast;
 
@@ -538,6 +539,30 @@ bool fast_unwind_checking() noexcept { return g_fast.checking; }
 
 namespace {
 
+enum class Step : uint8_t { Caller, End, Fail };
+
+// Moves the registers one frame out by the frame's rule. End: this was the outermost frame (its
+// rule says so, or its return address is 0: `end_slot` is then that slot). Fail: the rule cannot
+// be followed here.
+inline Step step_out(Rule r, uintptr_t& ip, uintptr_t& pc, uintptr_t& sp, uintptr_t& bp,
+                     uintptr_t& end_slot) noexcept {
+    if (r.kind == k_end) return Step::End;
+    if (r.kind == k_unknown) return Step::Fail;
+    uintptr_t cfa = (r.kind == k_cfa_rsp ? sp : bp) + uintptr_t(intptr_t(r.cfa_off));
+    // Frames move up the stack; anything else is a stack switch or a wrong rule.
+    if (cfa <= sp || cfa - sp > (uintptr_t(64) << 20) || (cfa & 7)) return Step::Fail;
+    uintptr_t ra = *reinterpret_cast<const uintptr_t*>(cfa - 8);
+    if (r.rbp_saved) bp = *reinterpret_cast<const uintptr_t*>(cfa + intptr_t(r.rbp_off));
+    sp = cfa;
+    if (ra == 0) {
+        end_slot = cfa - 8;
+        return Step::End;
+    }
+    ip = ra;
+    pc = ra - 1;
+    return Step::Caller;
+}
+
 // Frame `d` of the history has the registers of the walk's current frame: re-read what the
 // previous walk read from there outward. Returns 0 when every value is unchanged; k when history
 // frame k - 1 differs now (its return address or saved rbp: an attempt from frame k or further
@@ -640,36 +665,48 @@ int fast_unwind_walk(uintptr_t ip, uintptr_t sp, uintptr_t bp, bool returned_to,
         Rule r = rule_for(pc, generation, cache);
         h.new_rule[n] = pack(r);
         ++n;
-        if (r.kind == k_end) {
-            store_history(h, out, n, 0, generation, 0, true);
+        uintptr_t end_slot = 0;
+        Step step = step_out(r, ip, pc, sp, bp, end_slot);
+        if (step == Step::End) {
+            store_history(h, out, n, 0, generation, end_slot, true);
             return n;
         }
-        if (r.kind == k_unknown) break;
-        uintptr_t cfa = (r.kind == k_cfa_rsp ? sp : bp) + uintptr_t(intptr_t(r.cfa_off));
-        // Frames move up the stack; anything else is a stack switch or a wrong rule.
-        if (cfa <= sp || cfa - sp > (uintptr_t(64) << 20) || (cfa & 7)) break;
-        uintptr_t ra = *reinterpret_cast<const uintptr_t*>(cfa - 8);
-        if (r.rbp_saved) bp = *reinterpret_cast<const uintptr_t*>(cfa + intptr_t(r.rbp_off));
-        sp = cfa;
-        if (ra == 0) {
-            store_history(h, out, n, 0, generation, cfa - 8, true);
-            return n;
-        }
-        ip = ra;
-        pc = ra - 1;
+        if (step == Step::Fail) break;
     }
     // Given up, or cut at `max`: no history (a cut walk's outermost frame is not the end).
     h.generation = 0;
     return n < max ? -1 : n;
 }
 
+int fast_unwind_walk_until(uintptr_t ip, uintptr_t sp, uintptr_t bp, bool returned_to,
+                           uintptr_t* out, int max, UnwindRuleCache& cache, uintptr_t lo,
+                           uintptr_t hi, size_t count, bool& stopped) noexcept {
+    uintptr_t pc = returned_to ? ip - 1 : ip;
+    const uint64_t generation = g_fast.generation.load(std::memory_order_acquire);
+    stopped = false;
+    int n = 0;
+    while (n < max) {
+        out[n++] = ip;
+        if (ip >= lo && ip < hi && --count == 0) {
+            stopped = true;
+            return n;
+        }
+        uintptr_t end_slot = 0;
+        Step step = step_out(rule_for(pc, generation, cache), ip, pc, sp, bp, end_slot);
+        if (step == Step::End) return n;
+        if (step == Step::Fail) return -1;
+    }
+    return n;
+}
+
 void fast_unwind_objects_changed() noexcept {
     g_fast.generation.fetch_add(1, std::memory_order_relaxed);
 }
 
-void fast_unwind_count_check(bool same, bool fell_back, bool resumed) noexcept {
+void fast_unwind_count_check(bool same, bool fell_back, bool resumed, bool stopped) noexcept {
     g_fast.checked.fetch_add(1, std::memory_order_relaxed);
     if (resumed) g_fast.resumed.fetch_add(1, std::memory_order_relaxed);
+    if (stopped) g_fast.stopped.fetch_add(1, std::memory_order_relaxed);
     if (fell_back) g_fast.fell_back.fetch_add(1, std::memory_order_relaxed);
     else if (!same) g_fast.differed.fetch_add(1, std::memory_order_relaxed);
     if (!same && !fell_back && g_fast.abort_on_difference) {
@@ -682,12 +719,14 @@ void fast_unwind_count_check(bool same, bool fell_back, bool resumed) noexcept {
 void fast_unwind_report() noexcept {
     if (!g_fast.checking) return;
     uint64_t checked = g_fast.checked.load(), differed = g_fast.differed.load(),
-             fell_back = g_fast.fell_back.load(), resumed = g_fast.resumed.load();
+             fell_back = g_fast.fell_back.load(), resumed = g_fast.resumed.load(),
+             stopped = g_fast.stopped.load();
     log(differed ? LogLevel::Error : LogLevel::Info,
         "stack check: %llu native stacks compared with libunwind, %llu differed, %llu left to "
-        "libunwind, %llu took frames over after a failed attempt",
+        "libunwind, %llu took frames over after a failed attempt, %llu ended at the eval-loop "
+        "call of their outermost Python frames",
         (unsigned long long)checked, (unsigned long long)differed, (unsigned long long)fell_back,
-        (unsigned long long)resumed);
+        (unsigned long long)resumed, (unsigned long long)stopped);
 }
 
 }  // namespace memray::payload

@@ -77,13 +77,22 @@ struct UnwindHistory {
 int fast_unwind_walk(uintptr_t ip, uintptr_t sp, uintptr_t bp, bool returned_to, uintptr_t* out,
                      int max, UnwindRuleCache& cache, UnwindHistory& history) noexcept;
 
+// The same walk without the history, stopping after the `count`-th frame whose address is in
+// [lo, hi) (that frame included). Returns the frames written, all of them when the walk ended
+// or was cut at `max` before that, or -1 when a frame needs the full unwinder. `stopped` tells
+// which. Leaves the history as it was.
+int fast_unwind_walk_until(uintptr_t ip, uintptr_t sp, uintptr_t bp, bool returned_to,
+                           uintptr_t* out, int max, UnwindRuleCache& cache, uintptr_t lo,
+                           uintptr_t hi, size_t count, bool& stopped) noexcept;
+
 // Loaded objects changed (dlopen/dlclose): rules found so far may describe unmapped code.
 void fast_unwind_objects_changed() noexcept;
 
 // Check mode: one event compared (`same`: the walk gave libunwind's frames; `fell_back`: the
 // walk gave up and libunwind's frames were used; `resumed`: the walk took frames over from the
-// one before after an attempt to do so had failed).
-void fast_unwind_count_check(bool same, bool fell_back, bool resumed) noexcept;
+// one before after an attempt to do so had failed; `stopped`: fast_unwind_walk_until() stopped
+// at its frame, and `same` compared the frames it gave).
+void fast_unwind_count_check(bool same, bool fell_back, bool resumed, bool stopped) noexcept;
 // Logs the check counts (at stop): an error line when any stack differed, else a debug line.
 void fast_unwind_report() noexcept;
 

@@ -298,18 +298,21 @@ inline void leave(ThreadState* s) noexcept {
 
 // MEMRAY_STACK_CHECK: libunwind's frames for the same event, compared with the walk's (the
 // payload's own frames dropped from both: the two start at different places in this function).
-__attribute__((noinline, cold)) void check_walk(ThreadState* s, int got) noexcept {
+// `until`: fast_unwind_walk_until() walked; `prefix`: it stopped early, so its frames are
+// libunwind's first ones.
+__attribute__((noinline, cold)) void check_walk(ThreadState* s, int got, bool until,
+                                                bool prefix) noexcept {
     void** buf = reinterpret_cast<void**>(s->check_frames);
     int want = unw_backtrace(buf, int(k_max_native_frames + k_native_self_room));
     size_t nw = native_drop_self(buf, want, s->check_frames, k_max_native_frames);
     if (got < 0) {
-        fast_unwind_count_check(false, true, false);
+        fast_unwind_count_check(false, true, false, false);
         return;
     }
     uintptr_t mine[k_max_native_frames];
     size_t nm = native_drop_self(reinterpret_cast<void* const*>(s->native_frames), got, mine,
                                  k_max_native_frames);
-    bool same = nm == nw;
+    bool same = prefix ? nm <= nw : nm == nw;
     for (size_t i = 0; same && i < nm; ++i) same = mine[i] == s->check_frames[i];
     if (!same) {
         size_t i = 0;
@@ -319,7 +322,8 @@ __attribute__((noinline, cold)) void check_walk(ThreadState* s, int got) noexcep
             nm, nw, i, i < nm ? (unsigned long)mine[i] : 0ul,
             i < nw ? (unsigned long)s->check_frames[i] : 0ul);
     }
-    fast_unwind_count_check(same, false, s->unwind_history.resumed);
+    // fast_unwind_walk_until() does not use the history: its `resumed` is an older walk's.
+    fast_unwind_count_check(same, false, !until && s->unwind_history.resumed, prefix);
 }
 
 inline void set_native_frame(StackFrame& f, uintptr_t ip) noexcept {
@@ -382,9 +386,15 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
     // outside out as well, below).
     size_t np = 0;
     bool rooted = false;
+    size_t groups = 0;  // of a rooted walk: the eval-loop calls that run its Python frames
     if (g_tracker.python) {
         bool stop = !g_tracker.native || g_eval_hi != 0;
         np = python_walk(s->py_frames, k_max_python_frames, stop, &rooted);
+        // One per entry frame, and one for frames outside the outermost entry frame.
+        if (rooted && g_tracker.native) {
+            groups = np > 0 && !s->py_frames[np - 1].entry ? 1 : 0;
+            for (size_t i = 0; i < np; ++i) groups += s->py_frames[i].entry ? 1 : 0;
+        }
     }
     if (g_tracker.native) {
         // In place: native_frames has room for the payload's own frames, which are dropped.
@@ -392,6 +402,8 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         constexpr int k_room = int(k_max_native_frames + k_native_self_room);
         int got = -1;
         size_t reused = 0;
+        bool until = false;    // fast_unwind_walk_until() gave the frames (not the history)
+        bool stopped = false;  // ... and ended at the eval-loop call of the outermost group
 #if defined(__x86_64__)
         if (g_tracker.fast_unwind) {
             // The walk starts at the program's frame that called the hook, reached through the
@@ -403,10 +415,22 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
                 asm volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2"
                              : "=r"(ip), "=r"(sp), "=r"(bp));
             }
-            got = fast_unwind_walk(ip, sp, bp, returned_to, s->native_frames, k_room,
-                                   s->rule_cache, s->unwind_history);
-            if (__builtin_expect(g_tracker.check_stacks, 0)) check_walk(s, got);
-            if (got >= 0) reused = s->unwind_history.reused;
+            // Nothing outside the eval-loop call that runs the outermost Python frames is kept
+            // (below), so a rooted walk ends there: a few frames by their rules, instead of the
+            // history's ~20 frames out to _start re-read and copied (0.89x PYTHONMALLOC=malloc
+            // --native). What it walks is left out of the history.
+            if (groups > 0) {
+                got = fast_unwind_walk_until(ip, sp, bp, returned_to, s->native_frames, k_room,
+                                             s->rule_cache, g_eval_lo, g_eval_hi, groups, stopped);
+                until = got >= 0;
+            }
+            if (got < 0) {
+                stopped = false;
+                got = fast_unwind_walk(ip, sp, bp, returned_to, s->native_frames, k_room,
+                                       s->rule_cache, s->unwind_history);
+                if (got >= 0) reused = s->unwind_history.reused;
+            }
+            if (__builtin_expect(g_tracker.check_stacks, 0)) check_walk(s, got, until, stopped);
         }
 #endif
         if (got < 0) got = unw_backtrace(buf, k_room);
@@ -426,8 +450,6 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         // all and nothing is left out.
         size_t trimmed = 0;
         if (rooted) {
-            size_t groups = np > 0 && !s->py_frames[np - 1].entry ? 1 : 0;
-            for (size_t i = 0; i < np; ++i) groups += s->py_frames[i].entry ? 1 : 0;
             size_t seen = 0;
             for (size_t j = 0; whole && groups > 0 && j < nn; ++j) {
                 if (in_eval_loop(program[j]) && ++seen == groups) {
@@ -453,7 +475,9 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
         if (reused > nn) reused = nn;
         if (whole && s->native_whole && s->cache.session == session && reused <= s->cache.len)
             known = reused;
-        s->native_whole = whole;
+        // The history did not see a walk_until walk: its reused frames of a later walk are then
+        // not known to start the stack kept now.
+        s->native_whole = whole && !until;
         // The innermost eval-loop frame and the call site inside it (none without one).
         if (g_tracker.python && g_eval_hi) {
             while (inner < nn && !in_eval_loop(program[inner])) ++inner;

@@ -191,10 +191,22 @@ def main():
 
     capture = os.path.join(work, "hybrid.bin")
     p = mrtest.memray_run(memray, capture, [script, work, str(N_CALLS), str(N_KEPT)],
-                          python=python, native=True, env={"PYTHONDONTWRITEBYTECODE": "1"})
-    c.equal(p.returncode, 0, "memray run --native exit code")
+                          python=python, native=True,
+                          env={"PYTHONDONTWRITEBYTECODE": "1", "MEMRAY_STACK_CHECK": "abort",
+                               "MEMRAY_LOG_LEVEL": "1"})
+    c.equal(p.returncode, 0, "memray run --native exit code (a stack that differs aborts it)")
     c.check("allocated %d kept %d size %d" % (N_CALLS, N_KEPT, size) in p.stdout,
             "script output passed through")
+    # Under `memray run` the native walk of a stack with Python frames ends at the eval-loop
+    # call that runs the outermost of them (docs/native.md); the stack check compared each such
+    # walk with libunwind's innermost frames. The extension's mallocs are such stacks.
+    m = re.search(r"stack check: (\d+) native stacks compared with libunwind, (\d+) differed, "
+                  r".*, (\d+) ended at the eval-loop call", p.stderr)
+    if c.check(m is not None, "the payload reported its stack check"):
+        c.equal(int(m.group(2)), 0, "stacks that differ from libunwind")
+        c.check(int(m.group(3)) >= N_CALLS,
+                "walks that ended at the outermost Python frames' eval-loop call: %s"
+                % m.group(3))
     if not c.check(os.path.exists(capture), "capture written"):
         c.finish()
     check_events(c, memray, capture, size, N_CALLS, N_KEPT, "run", py_version)
