@@ -2,7 +2,7 @@
 """Benchmark: the recording hot path (issue 13). One table, one run: every workload under plain,
 `memray run` in each mode (default, --native, --trace-python-allocators), heaptrack and Bloomberg's
 memray where installed, interleaved and rotated per repetition, wall and CPU medians, ratios to
-the plain run, and bytes per event of each capture.
+the plain run of the same repetition (their medians), and bytes per event of each capture.
 
 usage: /usr/bin/python3 bench/bench_hotpath.py [--build DIR] [--reps N] [--python PATH] [--cpu N]
                                                [--only python,python-malloc,native,native-2t]
@@ -119,14 +119,18 @@ def bench_workload(args, tools, name, cmd, env, python_workload):
             samples[mode].append(timed(command(tools, mode, cmd, captures[mode]), env=run_env,
                                        cpu=args.cpu))
     rows = []
-    plain_wall = statistics.median(w for w, _ in samples["plain"])
-    plain_cpu = statistics.median(c for _, c in samples["plain"])
+    plain = samples["plain"]
     workload_events = None
     for mode in modes:
         wall = statistics.median(w for w, _ in samples[mode])
         cpu = statistics.median(c for _, c in samples[mode])
+        # Each repetition's ratio to the plain run of the same repetition, a minute apart at
+        # most: a CPU that changes speed between repetitions moves both alike.
         row = {"workload": name, "mode": mode, "wall": wall, "cpu": cpu,
-               "wall_x": wall / plain_wall, "cpu_x": cpu / plain_cpu}
+               "wall_x": statistics.median(w / p[0] for (w, _), p in zip(samples[mode], plain)),
+               "cpu_x": statistics.median(c / p[1] for (_, c), p in zip(samples[mode], plain))}
+        if mode == "plain":
+            row["spread"] = max(c for _, c in plain) / min(c for _, c in plain)
         f = capture_file(mode, captures[mode])
         if f:
             row["bytes"] = os.path.getsize(f)
@@ -216,8 +220,9 @@ def main():
 
     print()
     where = "all on CPU %d" % args.cpu if args.cpu is not None else "on any CPU"
-    print("memray hot path (median of %d interleaved runs, scale %g, %s)" % (args.reps, scale,
-                                                                             where))
+    print("memray hot path (median of %d interleaved runs, scale %g, %s; the ratios are medians "
+          "of each run's ratio to the plain run of the same repetition)" % (args.reps, scale,
+                                                                          where))
     print("%-16s %-32s %8s %8s %8s %8s %11s %8s" % ("workload", "mode", "wall s", "CPU s",
                                                   "wall x", "CPU x", "events", "B/event"))
     for r in rows:
@@ -228,6 +233,10 @@ def main():
             ev if ev is not None else "-", bpe))
     print(speed_line("CPU speed before (plain native churn, 3 M)", speeds_before))
     print(speed_line("CPU speed after", speeds_after))
+    spread = max(r.get("spread", 1.0) for r in rows)
+    if spread > 1.15:
+        print("warning: a workload's plain runs took up to %.2fx each other's CPU time: the CPU "
+              "changed speed during the table, and its ratios are rough" % spread)
     skew = max(max(s.values()) / min(s.values()) for s in (speeds_before, speeds_after))
     if skew > 1.15 and args.cpu is None:
         print("warning: this machine's CPUs ran at different speeds: the ratios above may be off "
