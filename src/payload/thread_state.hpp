@@ -145,6 +145,9 @@ struct alignas(64) ThreadState {
     // Native frames the previous stack put before its Python frames (capture_stack).
     uint32_t native_outer = 0;
     uint32_t native_trimmed = 0;  // outermost native frames the previous stack left out
+    // Frames from the walk's start to the eval-loop call of the outermost Python frames in the
+    // previous rooted stack; UINT32_MAX when its calls and frames did not pair up (capture_stack).
+    uint32_t until_frames = 0;
 
     // --- written by the writer (consumer)
     alignas(64) std::atomic<uint64_t> tail{0};

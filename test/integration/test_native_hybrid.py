@@ -198,13 +198,16 @@ def main():
     c.check("allocated %d kept %d size %d" % (N_CALLS, N_KEPT, size) in p.stdout,
             "script output passed through")
     # Under `memray run` the native walk of a stack with Python frames ends at the eval-loop
-    # call that runs the outermost of them (docs/native.md); the stack check compared each such
-    # walk with libunwind's innermost frames. The extension's mallocs are such stacks.
+    # call that runs the outermost of them, while the thread's previous such stack got there
+    # within 8 frames (docs/native.md); the stack check compared each such walk with libunwind's
+    # innermost frames. From 3.11 the extension's mallocs are such stacks (one eval-loop call);
+    # before, their four eval-loop calls take ~15 frames and the history's walk takes them, and
+    # only a thread's first stack is walked so.
     m = re.search(r"stack check: (\d+) native stacks compared with libunwind, (\d+) differed, "
                   r".*, (\d+) ended at the eval-loop call", p.stderr)
     if c.check(m is not None, "the payload reported its stack check"):
         c.equal(int(m.group(2)), 0, "stacks that differ from libunwind")
-        c.check(int(m.group(3)) >= N_CALLS,
+        c.check(int(m.group(3)) >= (N_CALLS if py_version >= (3, 11) else 1),
                 "walks that ended at the outermost Python frames' eval-loop call: %s"
                 % m.group(3))
     if not c.check(os.path.exists(capture), "capture written"):
