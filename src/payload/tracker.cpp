@@ -430,8 +430,12 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
             // rooted stack got there within k_until_max_frames: before 3.11 each Python frame
             // has its own eval-loop call, and the history walks such stacks for less.
             if (groups > 0 && s->until_frames <= k_until_max_frames) {
-                got = fast_unwind_walk_until(ip, sp, bp, returned_to, s->native_frames, k_room,
+                // A stack much deeper than the previous one goes to the history after a few
+                // frames more, not after all of them.
+                constexpr int k_budget = 4 * int(k_until_max_frames);
+                got = fast_unwind_walk_until(ip, sp, bp, returned_to, s->native_frames, k_budget,
                                              s->rule_cache, g_eval_lo, g_eval_hi, groups, stopped);
+                if (got == k_budget && !stopped) got = -1;
                 until = got >= 0;
             }
             if (got < 0) {
