@@ -439,7 +439,6 @@ __attribute__((always_inline)) inline uint32_t capture_stack(ThreadState* s) noe
                 until = got >= 0;
             }
             if (got < 0) {
-                stopped = false;
                 got = fast_unwind_walk(ip, sp, bp, returned_to, s->native_frames, k_room,
                                        s->rule_cache, s->unwind_history);
                 if (got >= 0) reused = s->unwind_history.reused;
